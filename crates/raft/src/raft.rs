@@ -1,0 +1,1417 @@
+//! The consensus state machine of one node: roles and elections (§5.2,
+//! pre-vote §9.6, check-quorum §6.2), replication and commitment (§5.3,
+//! §5.4), ReadIndex and lease reads (§6.4), leadership transfer (§3.10),
+//! and the Ready/`on_persisted` contract that keeps persistence ordering in
+//! the types (§10.2.1: the leader replicates while its own write is in
+//! flight and counts itself only once durable).
+//!
+//! Invariants (asserted in `check_invariants`, after every public mutating
+//! call in debug builds): the vote changes only with the term or from
+//! `NO_NODE`; a leader and a candidate voted for themselves; the last log
+//! term never exceeds the current term; held messages wait for a ready that
+//! has not been acknowledged yet.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use crate::config::{Config, ConfigError, ReadMode};
+use crate::errors::{ProposeError, ReadError, RejectReason, TransferError};
+use crate::log::RaftLog;
+use crate::progress::{Progress, ProgressState};
+use crate::rng::SeededRng;
+use crate::storage::{Storage, StorageError};
+use crate::types::{
+    Entry, EntryKind, HardState, Index, Message, MessageBody, NodeId, ReadState, Ready, Role, SoftState, Term, NO_NODE,
+};
+
+/// Heartbeat rounds remembered for lease reads; older rounds simply stop
+/// extending the lease.
+const HEARTBEAT_ROUNDS_MAX: usize = 64;
+
+/// What a campaign starts with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Campaign {
+    /// A pre-vote round that changes no term (§9.6).
+    PreVote,
+    /// A real election in the next term.
+    Election,
+    /// An election ordered by leadership transfer: voters ignore their lease.
+    Transfer,
+}
+
+/// A linearizable read waiting for its heartbeat round to be acknowledged.
+#[derive(Clone, Copy, Debug)]
+struct PendingRead {
+    /// The heartbeat round whose quorum acknowledgement confirms the read.
+    round: u64,
+    /// The commit index when the read arrived: the read index.
+    index: Index,
+    request_id: u64,
+    /// Who asked: this node, or a follower that forwarded the read.
+    from: NodeId,
+}
+
+/// Counters of inputs the core refused or corrected; the server exports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub messages_rejected: u64,
+    /// A leader told us of a commit index beyond our log (clamped).
+    pub commit_beyond_log: u64,
+    /// Forwarded reads dropped because too many were pending.
+    pub reads_dropped: u64,
+}
+
+/// A snapshot of a node's state for observers and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub id: NodeId,
+    pub term: Term,
+    pub vote: NodeId,
+    pub role: Role,
+    pub leader: NodeId,
+    pub commit: Index,
+    pub applied: Index,
+    pub last_index: Index,
+    pub persisted_index: Index,
+    /// `(follower, match index, next index)` on a leader.
+    pub progress: Vec<(NodeId, Index, Index)>,
+}
+
+/// One node's consensus core over a log store `S`.
+pub struct Raft<S: Storage> {
+    id: NodeId,
+    config: Config,
+    /// Sorted voter ids, including this node when it votes.
+    voters: Vec<NodeId>,
+    term: Term,
+    vote: NodeId,
+    role: Role,
+    leader: NodeId,
+    log: RaftLog<S>,
+    /// Leader only: one entry per other voter, sorted by id.
+    progress: Vec<Progress>,
+    /// Votes (or pre-votes) received in the current campaign.
+    votes: Vec<(NodeId, bool)>,
+    election_elapsed: u64,
+    heartbeat_elapsed: u64,
+    /// The current randomized election timeout, in `[T, 2T)`.
+    election_timeout: u64,
+    /// Ticks since start; the clock for lease reads.
+    ticks: u64,
+    rng: SeededRng,
+    transfer_target: NodeId,
+    /// TimeoutNow was sent this term: lease reads are off until the term ends.
+    transfer_started_in_term: bool,
+    /// Leader: bytes proposed and not yet handed out as committed.
+    uncommitted_bytes: u64,
+    /// Leader: commit index last sent to followers.
+    commit_broadcast: Index,
+    /// Leader: new entries await replication.
+    needs_broadcast: bool,
+    // ReadIndex state (leader).
+    heartbeat_round: u64,
+    read_round_wanted: bool,
+    pending_reads: VecDeque<PendingRead>,
+    /// Reads that arrived before the leader committed an entry of its term.
+    reads_before_commit: Vec<(NodeId, u64)>,
+    /// `(round, tick sent)` for lease extension.
+    heartbeat_rounds: VecDeque<(u64, u64)>,
+    lease_expires_tick: u64,
+    // Output and persistence bookkeeping.
+    messages: Vec<Message>,
+    /// Messages that may leave only once ready `seq` is persisted.
+    held: VecDeque<(u64, Message)>,
+    read_states: Vec<ReadState>,
+    ready_seq: u64,
+    persisted_seq: u64,
+    last_persist_seq: u64,
+    /// `(ready seq, last entry index and term it carried)`.
+    persist_records: VecDeque<(u64, Option<(Index, Term)>)>,
+    emitted_hard_state: HardState,
+    emitted_soft_state: SoftState,
+    stats: Stats,
+}
+
+impl<S: Storage> Raft<S> {
+    /// Builds a node from its configuration and durable storage (a restart
+    /// resumes from the stored hard state and log).
+    ///
+    /// # Errors
+    /// When the configuration is invalid.
+    pub fn new(config: Config, storage: S) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let hard_state = storage.hard_state();
+        let log = RaftLog::new(storage, config.applied);
+        let mut voters = config.voters.clone();
+        voters.sort_unstable();
+        let mut raft = Raft {
+            id: config.id,
+            voters,
+            term: hard_state.term,
+            vote: hard_state.vote,
+            role: Role::Follower,
+            leader: NO_NODE,
+            log,
+            progress: Vec::new(),
+            votes: Vec::new(),
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            election_timeout: config.election_ticks,
+            ticks: 0,
+            rng: SeededRng::new(config.seed),
+            transfer_target: NO_NODE,
+            transfer_started_in_term: false,
+            uncommitted_bytes: 0,
+            commit_broadcast: 0,
+            needs_broadcast: false,
+            heartbeat_round: 0,
+            read_round_wanted: false,
+            pending_reads: VecDeque::new(),
+            reads_before_commit: Vec::new(),
+            heartbeat_rounds: VecDeque::new(),
+            lease_expires_tick: 0,
+            messages: Vec::new(),
+            held: VecDeque::new(),
+            read_states: Vec::new(),
+            ready_seq: 0,
+            persisted_seq: 0,
+            last_persist_seq: 0,
+            persist_records: VecDeque::new(),
+            emitted_hard_state: hard_state,
+            emitted_soft_state: SoftState {
+                role: Role::Follower,
+                leader: NO_NODE,
+                term: hard_state.term,
+            },
+            stats: Stats::default(),
+            config,
+        };
+        raft.emitted_hard_state = raft.hard_state();
+        raft.reset_election_timeout();
+        raft.check_invariants();
+        Ok(raft)
+    }
+
+    // ----- Accessors -------------------------------------------------------
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn leader(&self) -> NodeId {
+        self.leader
+    }
+
+    pub fn voters(&self) -> &[NodeId] {
+        &self.voters
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    pub fn commit_index(&self) -> Index {
+        self.log.commit
+    }
+
+    pub fn applied_index(&self) -> Index {
+        self.log.applied
+    }
+
+    pub fn last_index(&self) -> Index {
+        self.log.last_index()
+    }
+
+    /// The term of the entry at `index` as this node's log holds it now
+    /// (including entries not yet persisted).
+    pub fn log_term(&self, index: Index) -> Option<Term> {
+        self.log.term(index)
+    }
+
+    /// Entries `[low, high)` of this node's current log (tests, inspection).
+    ///
+    /// # Errors
+    /// When the range is compacted or storage fails.
+    pub fn log_entries(&self, low: Index, high: Index) -> Result<Vec<Entry>, StorageError> {
+        self.log.entries(low, high, u64::MAX)
+    }
+
+    pub fn storage(&self) -> &S {
+        self.log.storage()
+    }
+
+    /// The application writes persisted entries and hard state through this.
+    pub fn storage_mut(&mut self) -> &mut S {
+        self.log.storage_mut()
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.commit,
+        }
+    }
+
+    pub fn soft_state(&self) -> SoftState {
+        SoftState {
+            role: self.role,
+            leader: self.leader,
+            term: self.term,
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.id,
+            term: self.term,
+            vote: self.vote,
+            role: self.role,
+            leader: self.leader,
+            commit: self.log.commit,
+            applied: self.log.applied,
+            last_index: self.log.last_index(),
+            persisted_index: self.log.persisted_index(),
+            progress: self
+                .progress
+                .iter()
+                .map(|pr| (pr.id, pr.match_index, pr.next_index))
+                .collect(),
+        }
+    }
+
+    fn is_voter(&self) -> bool {
+        self.voters.binary_search(&self.id).is_ok()
+    }
+
+    fn is_member(&self, id: NodeId) -> bool {
+        self.voters.binary_search(&id).is_ok()
+    }
+
+    fn quorum(&self) -> usize {
+        self.voters.len() / 2 + 1
+    }
+
+    fn progress_mut(&mut self, id: NodeId) -> Option<&mut Progress> {
+        self.progress
+            .binary_search_by_key(&id, |pr| pr.id)
+            .ok()
+            .map(|at| &mut self.progress[at])
+    }
+
+    // ----- Inputs ----------------------------------------------------------
+
+    /// Advances logical time by one tick: election timeouts for followers
+    /// and candidates, heartbeats and check-quorum for the leader.
+    pub fn tick(&mut self) {
+        self.ticks += 1;
+        if self.role == Role::Leader {
+            self.tick_leader();
+        } else {
+            self.tick_election();
+        }
+        self.debug_check();
+    }
+
+    fn tick_election(&mut self) {
+        self.election_elapsed += 1;
+        if self.is_voter() && self.election_elapsed >= self.election_timeout {
+            self.election_elapsed = 0;
+            let kind = if self.config.pre_vote {
+                Campaign::PreVote
+            } else {
+                Campaign::Election
+            };
+            self.campaign(kind);
+        }
+    }
+
+    fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.config.election_ticks {
+            self.election_elapsed = 0;
+            if self.config.check_quorum {
+                let active = 1 + self.progress.iter().filter(|pr| pr.recent_active).count();
+                if active < self.quorum() {
+                    // Check-quorum (§6.2): a leader cut off from a majority
+                    // steps down instead of serving stale reads.
+                    self.become_follower(self.term, NO_NODE);
+                    return;
+                }
+                for pr in &mut self.progress {
+                    pr.recent_active = false;
+                }
+            }
+            // A transfer that has not finished within an election timeout
+            // is abandoned so proposals are accepted again.
+            self.transfer_target = NO_NODE;
+        }
+        if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat();
+        }
+    }
+
+    /// Proposes one command. Returns the index it was appended at; it is
+    /// committed once it appears in `committed_entries`.
+    ///
+    /// # Errors
+    /// See [`ProposeError`]; nothing is appended on error.
+    pub fn propose(&mut self, data: Bytes) -> Result<Index, ProposeError> {
+        self.propose_batch(vec![data]).map(|range| range.end - 1)
+    }
+
+    /// Proposes many commands at once; they are appended contiguously and
+    /// replicated together. Returns the index range they were given.
+    ///
+    /// # Errors
+    /// See [`ProposeError`]; nothing is appended on error.
+    pub fn propose_batch(&mut self, batch: Vec<Bytes>) -> Result<Range<Index>, ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        if self.transfer_target != NO_NODE {
+            return Err(ProposeError::TransferInProgress {
+                target: self.transfer_target,
+            });
+        }
+        let mut bytes = 0u64;
+        for data in &batch {
+            let size = data.len() as u64;
+            if size > self.config.entry_bytes_max {
+                return Err(ProposeError::EntryTooLarge {
+                    bytes: size,
+                    limit: self.config.entry_bytes_max,
+                });
+            }
+            bytes += size + crate::types::ENTRY_OVERHEAD_BYTES;
+        }
+        if self.uncommitted_bytes > 0 && self.uncommitted_bytes + bytes > self.config.uncommitted_bytes_max {
+            return Err(ProposeError::Backpressure {
+                bytes: self.uncommitted_bytes,
+                limit: self.config.uncommitted_bytes_max,
+            });
+        }
+        self.uncommitted_bytes += bytes;
+        let first = self.log.last_index() + 1;
+        let term = self.term;
+        self.log
+            .append(batch.into_iter().enumerate().map(|(offset, data)| Entry {
+                term,
+                index: first + offset as Index,
+                kind: EntryKind::Normal,
+                data,
+            }));
+        let end = self.log.last_index() + 1;
+        self.needs_broadcast = true;
+        if self.voters.len() == 1 {
+            // A single voter commits on its own durability alone.
+            self.maybe_commit();
+        }
+        self.debug_check();
+        Ok(first..end)
+    }
+
+    /// Starts a linearizable read. A `ReadState` with `request_id` appears in
+    /// a later `Ready` once the read index is confirmed; reads lost to a
+    /// leader change never appear, so callers need a timeout.
+    ///
+    /// # Errors
+    /// `NoLeader` when no leader is known; `TooManyPending` at the bound.
+    pub fn read_index(&mut self, request_id: u64) -> Result<(), ReadError> {
+        let result = match self.role {
+            Role::Leader => self.leader_read(self.id, request_id),
+            _ if self.leader == NO_NODE => Err(ReadError::NoLeader),
+            _ => {
+                let message = self.message(self.leader, MessageBody::ReadIndex { request_id });
+                self.send(message);
+                Ok(())
+            }
+        };
+        self.debug_check();
+        result
+    }
+
+    /// Asks the leader to hand leadership to `target` (dissertation §3.10):
+    /// the target is caught up, then told to time out now. Proposals are
+    /// refused until the transfer ends or an election timeout passes.
+    ///
+    /// # Errors
+    /// See [`TransferError`].
+    pub fn transfer_leadership(&mut self, target: NodeId) -> Result<(), TransferError> {
+        if self.role != Role::Leader {
+            return Err(TransferError::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        if target == self.id {
+            return Err(TransferError::AlreadyLeader(target));
+        }
+        if !self.is_member(target) {
+            return Err(TransferError::NotAVoter(target));
+        }
+        if self.transfer_target != NO_NODE {
+            return Err(TransferError::InProgress {
+                target: self.transfer_target,
+            });
+        }
+        self.transfer_target = target;
+        self.election_elapsed = 0;
+        let last = self.log.last_index();
+        let caught_up = self.progress_mut(target).is_some_and(|pr| pr.match_index == last);
+        if caught_up {
+            self.send_timeout_now(target);
+        } else {
+            self.send_append(target, true);
+        }
+        self.debug_check();
+        Ok(())
+    }
+
+    /// Acknowledges that every ready up to `seq` is durable: releases the
+    /// messages that waited for it and lets the leader count its own log.
+    ///
+    /// # Panics
+    /// If `seq` was never handed out.
+    pub fn on_persisted(&mut self, seq: u64) {
+        assert!(seq <= self.ready_seq, "persisted ready {seq} was never produced");
+        if seq <= self.persisted_seq {
+            return;
+        }
+        while let Some(&(record_seq, last)) = self.persist_records.front() {
+            if record_seq > seq {
+                break;
+            }
+            self.persist_records.pop_front();
+            if let Some((index, term)) = last {
+                self.log.persisted_to(index, term);
+            }
+        }
+        self.persisted_seq = seq;
+        while let Some((barrier, _)) = self.held.front() {
+            if *barrier > self.persisted_seq {
+                break;
+            }
+            let (_, message) = self.held.pop_front().expect("front was just seen");
+            self.messages.push(message);
+        }
+        if self.role == Role::Leader {
+            self.maybe_commit();
+        }
+        self.debug_check();
+    }
+
+    /// Handles a message from a peer.
+    ///
+    /// # Errors
+    /// The reason the message was dropped; callers count it. A dropped
+    /// message changes nothing except as `RejectReason` documents (a stale
+    /// leader is answered with our term so it steps down).
+    pub fn step(&mut self, message: Message) -> Result<(), RejectReason> {
+        let result = self.step_checked(message);
+        if result.is_err() {
+            self.stats.messages_rejected += 1;
+        }
+        self.debug_check();
+        result
+    }
+
+    fn step_checked(&mut self, m: Message) -> Result<(), RejectReason> {
+        if m.to != self.id {
+            return Err(RejectReason::WrongRecipient);
+        }
+        if m.from == self.id || !self.is_member(m.from) {
+            return Err(RejectReason::UnknownSender);
+        }
+        self.validate_shape(&m)?;
+
+        if m.term > self.term {
+            let transfer = matches!(m.body, MessageBody::Vote { transfer: true, .. });
+            let is_vote = matches!(m.body, MessageBody::Vote { .. } | MessageBody::PreVote { .. });
+            if is_vote && !transfer && self.in_lease() {
+                // Check-quorum lease: we heard from a live leader within an
+                // election timeout, so this candidate is disruptive.
+                return Err(RejectReason::InsideLease);
+            }
+            match m.body {
+                MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { granted: true } => {}
+                MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::TimeoutNow => {
+                    self.become_follower(m.term, m.from)
+                }
+                _ => self.become_follower(m.term, NO_NODE),
+            }
+        } else if m.term < self.term {
+            match m.body {
+                MessageBody::Append { .. } | MessageBody::Heartbeat { .. }
+                    if self.config.check_quorum || self.config.pre_vote =>
+                {
+                    // A stale leader that cannot win an election any more
+                    // (pre-vote) must learn our term or it never steps down.
+                    let reply = self.message(
+                        m.from,
+                        MessageBody::AppendResponse {
+                            reject: true,
+                            index: 0,
+                            hint_index: 0,
+                            hint_term: 0,
+                        },
+                    );
+                    self.send(reply);
+                }
+                MessageBody::PreVote { .. } => {
+                    let reply = self.message(m.from, MessageBody::PreVoteResponse { granted: false });
+                    self.send(reply);
+                }
+                _ => {}
+            }
+            return Err(RejectReason::StaleTerm);
+        }
+
+        match m.body {
+            MessageBody::PreVote {
+                last_log_index,
+                last_log_term,
+            } => {
+                let can_vote =
+                    self.vote == m.from || (self.vote == NO_NODE && self.leader == NO_NODE) || m.term > self.term;
+                let granted = can_vote && self.log.is_up_to_date(last_log_index, last_log_term);
+                let term = if granted { m.term } else { self.term };
+                self.messages.push(Message {
+                    from: self.id,
+                    to: m.from,
+                    term,
+                    body: MessageBody::PreVoteResponse { granted },
+                });
+                Ok(())
+            }
+            MessageBody::Vote {
+                last_log_index,
+                last_log_term,
+                ..
+            } => {
+                let can_vote = self.vote == m.from || (self.vote == NO_NODE && self.leader == NO_NODE);
+                let granted = can_vote && self.log.is_up_to_date(last_log_index, last_log_term);
+                if granted {
+                    // Invariant: one vote per term; it becomes durable with
+                    // the next ready, before this reply may leave.
+                    debug_assert!(self.vote == NO_NODE || self.vote == m.from);
+                    self.vote = m.from;
+                    self.election_elapsed = 0;
+                }
+                let reply = self.message(m.from, MessageBody::VoteResponse { granted });
+                self.send(reply);
+                Ok(())
+            }
+            body => match self.role {
+                Role::Leader => self.step_leader(m.from, body),
+                Role::Candidate | Role::PreCandidate => self.step_candidate(m.from, m.term, body),
+                Role::Follower => self.step_follower(m.from, body),
+            },
+        }
+    }
+
+    /// Rejects messages whose fields cannot be right whatever our state.
+    fn validate_shape(&self, m: &Message) -> Result<(), RejectReason> {
+        match &m.body {
+            MessageBody::Append {
+                prev_index,
+                prev_term,
+                entries,
+                ..
+            } => {
+                if entries.len() > self.config.append_entries_max {
+                    return Err(RejectReason::Malformed("too many entries in append"));
+                }
+                if (*prev_index == 0) != (*prev_term == 0) {
+                    return Err(RejectReason::Malformed("previous index and term disagree"));
+                }
+                if *prev_term > m.term {
+                    return Err(RejectReason::Malformed("previous term above message term"));
+                }
+                let mut expected_index = *prev_index;
+                let mut last_term = *prev_term;
+                for entry in entries {
+                    expected_index = expected_index
+                        .checked_add(1)
+                        .ok_or(RejectReason::Malformed("entry index overflows"))?;
+                    if entry.index != expected_index {
+                        return Err(RejectReason::Malformed("entries not contiguous"));
+                    }
+                    if entry.term == 0 || entry.term < last_term || entry.term > m.term {
+                        return Err(RejectReason::Malformed("entry term out of order"));
+                    }
+                    if entry.data.len() as u64 > self.config.entry_bytes_max {
+                        return Err(RejectReason::Malformed("entry larger than entry_bytes_max"));
+                    }
+                    if entry.kind == EntryKind::Empty && !entry.data.is_empty() {
+                        return Err(RejectReason::Malformed("empty entry with data"));
+                    }
+                    last_term = entry.term;
+                }
+                Ok(())
+            }
+            MessageBody::Vote { last_log_term, .. } | MessageBody::PreVote { last_log_term, .. } => {
+                if *last_log_term > m.term {
+                    return Err(RejectReason::Malformed("candidate log term above its term"));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn in_lease(&self) -> bool {
+        self.config.check_quorum && self.leader != NO_NODE && self.election_elapsed < self.config.election_ticks
+    }
+
+    fn step_follower(&mut self, from: NodeId, body: MessageBody) -> Result<(), RejectReason> {
+        match body {
+            MessageBody::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            } => {
+                self.election_elapsed = 0;
+                self.leader = from;
+                self.handle_append(from, prev_index, prev_term, entries, commit)
+            }
+            MessageBody::Heartbeat { commit, read_seq } => {
+                self.election_elapsed = 0;
+                self.leader = from;
+                self.handle_heartbeat(from, commit, read_seq);
+                Ok(())
+            }
+            MessageBody::TimeoutNow => {
+                if !self.is_voter() {
+                    return Err(RejectReason::UnexpectedInRole);
+                }
+                self.campaign(Campaign::Transfer);
+                Ok(())
+            }
+            MessageBody::ReadIndexResponse { request_id, index } => {
+                // The index may be beyond our log; the application waits
+                // until it is applied, which happens once we catch up.
+                self.read_states.push(ReadState { request_id, index });
+                Ok(())
+            }
+            _ => Err(RejectReason::UnexpectedInRole),
+        }
+    }
+
+    fn step_candidate(&mut self, from: NodeId, term: Term, body: MessageBody) -> Result<(), RejectReason> {
+        match body {
+            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+                // A leader exists in our term (or, for a pre-candidate, in
+                // the term we are still in): follow it.
+                self.become_follower(term, from);
+                self.step_follower(from, body)
+            }
+            MessageBody::PreVoteResponse { granted } if self.role == Role::PreCandidate => {
+                if granted && term != self.term + 1 {
+                    return Err(RejectReason::StaleTerm);
+                }
+                self.record_vote(from, granted);
+                Ok(())
+            }
+            MessageBody::VoteResponse { granted } if self.role == Role::Candidate => {
+                self.record_vote(from, granted);
+                Ok(())
+            }
+            _ => Err(RejectReason::UnexpectedInRole),
+        }
+    }
+
+    fn step_leader(&mut self, from: NodeId, body: MessageBody) -> Result<(), RejectReason> {
+        match body {
+            MessageBody::AppendResponse {
+                reject,
+                index,
+                hint_index,
+                hint_term,
+            } => self.handle_append_response(from, reject, index, hint_index, hint_term),
+            MessageBody::HeartbeatResponse { read_seq } => {
+                let last = self.log.last_index();
+                let Some(pr) = self.progress_mut(from) else {
+                    return Err(RejectReason::UnknownSender);
+                };
+                pr.recent_active = true;
+                if read_seq > pr.read_seq_acked {
+                    pr.read_seq_acked = read_seq;
+                }
+                // A heartbeat answer shows the follower is reachable: let a
+                // paused probe try again.
+                pr.probe_sent = false;
+                let behind = pr.match_index < last;
+                if behind {
+                    self.send_append(from, false);
+                }
+                self.confirm_reads();
+                Ok(())
+            }
+            MessageBody::ReadIndex { request_id } => match self.leader_read(from, request_id) {
+                Ok(()) => Ok(()),
+                Err(_) => {
+                    self.stats.reads_dropped += 1;
+                    Ok(())
+                }
+            },
+            // Append or heartbeat from another leader of our term would break
+            // Election Safety: it can only be forged or corrupt.
+            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+                Err(RejectReason::Malformed("second leader in one term"))
+            }
+            _ => Err(RejectReason::UnexpectedInRole),
+        }
+    }
+
+    // ----- Follower handlers ------------------------------------------------
+
+    fn handle_append(
+        &mut self,
+        from: NodeId,
+        prev_index: Index,
+        prev_term: Term,
+        entries: Vec<Entry>,
+        commit: Index,
+    ) -> Result<(), RejectReason> {
+        if prev_index < self.log.commit {
+            // Everything up to our commit index matches any current leader:
+            // tell it so instead of re-checking entries we already hold.
+            let reply = self.message(
+                from,
+                MessageBody::AppendResponse {
+                    reject: false,
+                    index: self.log.commit,
+                    hint_index: 0,
+                    hint_term: 0,
+                },
+            );
+            self.send(reply);
+            return Ok(());
+        }
+        match self.log.try_append(prev_index, prev_term, entries) {
+            Some(last_new) => {
+                self.log.commit_to(commit.min(last_new));
+                let reply = self.message(
+                    from,
+                    MessageBody::AppendResponse {
+                        reject: false,
+                        index: last_new,
+                        hint_index: 0,
+                        hint_term: 0,
+                    },
+                );
+                self.send(reply);
+            }
+            None => {
+                let probe = prev_index.min(self.log.last_index());
+                let (hint_index, hint_term) = self.log.find_conflict_by_term(probe, prev_term);
+                let reply = self.message(
+                    from,
+                    MessageBody::AppendResponse {
+                        reject: true,
+                        index: prev_index,
+                        hint_index,
+                        hint_term,
+                    },
+                );
+                self.send(reply);
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_heartbeat(&mut self, from: NodeId, commit: Index, read_seq: u64) {
+        let last = self.log.last_index();
+        if commit > last {
+            // The leader caps the commit index at our match index, so this
+            // means our log lost entries we acknowledged (RELIABILITY #6).
+            self.stats.commit_beyond_log += 1;
+        }
+        self.log.commit_to(commit.min(last));
+        let reply = self.message(from, MessageBody::HeartbeatResponse { read_seq });
+        self.send(reply);
+    }
+
+    // ----- Leader handlers --------------------------------------------------
+
+    fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        reject: bool,
+        index: Index,
+        hint_index: Index,
+        hint_term: Term,
+    ) -> Result<(), RejectReason> {
+        let last = self.log.last_index();
+        if index > last {
+            return Err(RejectReason::IndexOutOfRange {
+                index,
+                last_index: last,
+            });
+        }
+        if reject {
+            // Skip the follower's whole conflicting term in one step.
+            let next = if hint_term > 0 {
+                self.log.find_conflict_by_term(hint_index.min(last), hint_term).0 + 1
+            } else {
+                hint_index.min(last) + 1
+            };
+            let next = next.min(index.max(1));
+            let Some(pr) = self.progress_mut(from) else {
+                return Err(RejectReason::UnknownSender);
+            };
+            pr.recent_active = true;
+            if pr.on_append_rejected(index, next) {
+                self.send_append(from, true);
+            }
+            return Ok(());
+        }
+        let Some(pr) = self.progress_mut(from) else {
+            return Err(RejectReason::UnknownSender);
+        };
+        pr.recent_active = true;
+        let advanced = pr.on_append_accepted(index);
+        let was_probe = pr.state == ProgressState::Probe;
+        if !advanced && !(was_probe && pr.match_index == index) {
+            return Ok(());
+        }
+        if was_probe {
+            pr.become_replicate();
+        }
+        let match_index = pr.match_index;
+        if self.maybe_commit() {
+            self.needs_broadcast = true;
+        }
+        if self.role != Role::Leader {
+            return Ok(());
+        }
+        // Keep the pipeline full for this follower.
+        while self.send_append(from, false) {}
+        if from == self.transfer_target && match_index == self.log.last_index() {
+            self.send_timeout_now(from);
+        }
+        Ok(())
+    }
+
+    /// Advances the commit index to the highest index a quorum holds durably,
+    /// if that entry is from the current term (§5.4.2, Figure 8).
+    fn maybe_commit(&mut self) -> bool {
+        let mut matches: Vec<Index> = Vec::with_capacity(self.voters.len());
+        for &voter in &self.voters {
+            if voter == self.id {
+                // The leader counts its own log only once it is durable.
+                matches.push(self.log.persisted_index());
+            } else if let Ok(at) = self.progress.binary_search_by_key(&voter, |pr| pr.id) {
+                matches.push(self.progress[at].match_index);
+            } else {
+                matches.push(0);
+            }
+        }
+        matches.sort_unstable_by(|a, b| b.cmp(a));
+        let quorum_index = matches[self.quorum() - 1];
+        if quorum_index <= self.log.commit {
+            return false;
+        }
+        // Invariant: only entries of the current term are committed by
+        // counting replicas; earlier ones commit indirectly.
+        if self.log.term(quorum_index) != Some(self.term) {
+            return false;
+        }
+        let first_in_term = self.log.term(self.log.commit) != Some(self.term);
+        self.log.commit_to(quorum_index);
+        if first_in_term {
+            let waiting = std::mem::take(&mut self.reads_before_commit);
+            for (from, request_id) in waiting {
+                if self.leader_read(from, request_id).is_err() {
+                    self.stats.reads_dropped += 1;
+                }
+            }
+        }
+        true
+    }
+
+    fn committed_in_term(&self) -> bool {
+        self.log.term(self.log.commit) == Some(self.term)
+    }
+
+    fn leader_read(&mut self, from: NodeId, request_id: u64) -> Result<(), ReadError> {
+        if self.pending_reads.len() + self.reads_before_commit.len() >= self.config.pending_reads_max {
+            return Err(ReadError::TooManyPending {
+                limit: self.config.pending_reads_max,
+            });
+        }
+        if !self.committed_in_term() {
+            // §6.4 step 1: until an entry of this term commits, the leader
+            // does not know the latest commit index.
+            self.reads_before_commit.push((from, request_id));
+            return Ok(());
+        }
+        let index = self.log.commit;
+        if self.voters.len() == 1 {
+            self.answer_read(from, request_id, index);
+            return Ok(());
+        }
+        if let ReadMode::Lease { .. } = self.config.read_mode {
+            if !self.transfer_started_in_term && self.ticks < self.lease_expires_tick {
+                self.answer_read(from, request_id, index);
+                return Ok(());
+            }
+        }
+        self.pending_reads.push_back(PendingRead {
+            round: self.heartbeat_round + 1,
+            index,
+            request_id,
+            from,
+        });
+        self.read_round_wanted = true;
+        Ok(())
+    }
+
+    fn answer_read(&mut self, from: NodeId, request_id: u64, index: Index) {
+        if from == self.id {
+            self.read_states.push(ReadState { request_id, index });
+        } else {
+            let reply = self.message(from, MessageBody::ReadIndexResponse { request_id, index });
+            self.send(reply);
+        }
+    }
+
+    /// Releases reads whose heartbeat round a quorum acknowledged, and
+    /// extends the lease from the newest such round.
+    fn confirm_reads(&mut self) {
+        let mut acked: Vec<u64> = Vec::with_capacity(self.voters.len());
+        for &voter in &self.voters {
+            if voter == self.id {
+                acked.push(self.heartbeat_round);
+            } else if let Ok(at) = self.progress.binary_search_by_key(&voter, |pr| pr.id) {
+                acked.push(self.progress[at].read_seq_acked);
+            } else {
+                acked.push(0);
+            }
+        }
+        acked.sort_unstable_by(|a, b| b.cmp(a));
+        let round = acked[self.quorum() - 1];
+        if let ReadMode::Lease { drift_margin_ticks } = self.config.read_mode {
+            while let Some(&(sent_round, sent_tick)) = self.heartbeat_rounds.front() {
+                if sent_round > round {
+                    break;
+                }
+                self.heartbeat_rounds.pop_front();
+                if sent_round == round {
+                    let expires = sent_tick + self.config.election_ticks - drift_margin_ticks;
+                    self.lease_expires_tick = self.lease_expires_tick.max(expires);
+                }
+            }
+        }
+        while let Some(read) = self.pending_reads.front() {
+            if read.round > round {
+                break;
+            }
+            let read = self.pending_reads.pop_front().expect("front was just seen");
+            self.answer_read(read.from, read.request_id, read.index);
+        }
+    }
+
+    // ----- Sending ----------------------------------------------------------
+
+    fn message(&self, to: NodeId, body: MessageBody) -> Message {
+        Message {
+            from: self.id,
+            to,
+            term: self.term,
+            body,
+        }
+    }
+
+    /// Queues a message, holding it back when it depends on state that is
+    /// not yet durable: vote requests and replies depend on term and vote,
+    /// append replies on the entries they acknowledge.
+    fn send(&mut self, message: Message) {
+        let needs_persistence = matches!(
+            message.body,
+            MessageBody::Vote { .. } | MessageBody::VoteResponse { .. } | MessageBody::AppendResponse { .. }
+        );
+        if !needs_persistence {
+            self.messages.push(message);
+            return;
+        }
+        let term_or_vote_dirty = self.term != self.emitted_hard_state.term || self.vote != self.emitted_hard_state.vote;
+        let barrier = if term_or_vote_dirty || self.log.has_unemitted() {
+            self.ready_seq + 1
+        } else {
+            self.last_persist_seq
+        };
+        if barrier <= self.persisted_seq {
+            self.messages.push(message);
+        } else {
+            self.held.push_back((barrier, message));
+        }
+    }
+
+    /// Sends the next append to `to` if its progress allows. Returns whether
+    /// a message carrying entries was sent.
+    fn send_append(&mut self, to: NodeId, send_if_empty: bool) -> bool {
+        let last = self.log.last_index();
+        let commit = self.log.commit;
+        let bytes_max = self.config.message_bytes_max;
+        let Ok(at) = self.progress.binary_search_by_key(&to, |pr| pr.id) else {
+            return false;
+        };
+        let pr = &self.progress[at];
+        if pr.is_paused() {
+            return false;
+        }
+        let next = pr.next_index;
+        let prev_index = next - 1;
+        let prev_term = match self.log.term_checked(prev_index) {
+            Ok(term) => term,
+            // Snapshots arrive with log compaction; until then the whole log
+            // is always available.
+            Err(error) => panic!("log entry {prev_index} unavailable for follower {to}: {error}"),
+        };
+        let entries = if next <= last {
+            match self.log.entries(next, last + 1, bytes_max) {
+                Ok(entries) => entries,
+                Err(error) => panic!("log entries from {next} unavailable for follower {to}: {error}"),
+            }
+        } else {
+            Vec::new()
+        };
+        let is_probe = pr.state == ProgressState::Probe;
+        if entries.is_empty() && !send_if_empty && !is_probe {
+            return false;
+        }
+        let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
+        let last_sent = entries.last().map(|entry| entry.index);
+        self.progress[at].on_append_sent(last_sent, bytes);
+        self.commit_broadcast = self.commit_broadcast.max(commit);
+        self.messages.push(Message {
+            from: self.id,
+            to,
+            term: self.term,
+            body: MessageBody::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            },
+        });
+        last_sent.is_some() && !is_probe
+    }
+
+    fn broadcast_append(&mut self) {
+        let send_if_empty = self.log.commit > self.commit_broadcast;
+        for at in 0..self.progress.len() {
+            let to = self.progress[at].id;
+            while self.send_append(to, send_if_empty) {
+                if self.progress[at].next_index > self.log.last_index() {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn broadcast_heartbeat(&mut self) {
+        self.heartbeat_round += 1;
+        self.read_round_wanted = false;
+        if matches!(self.config.read_mode, ReadMode::Lease { .. }) {
+            if self.heartbeat_rounds.len() >= HEARTBEAT_ROUNDS_MAX {
+                self.heartbeat_rounds.pop_front();
+            }
+            self.heartbeat_rounds.push_back((self.heartbeat_round, self.ticks));
+        }
+        for at in 0..self.progress.len() {
+            let pr = &self.progress[at];
+            let message = Message {
+                from: self.id,
+                to: pr.id,
+                term: self.term,
+                body: MessageBody::Heartbeat {
+                    commit: pr.match_index.min(self.log.commit),
+                    read_seq: self.heartbeat_round,
+                },
+            };
+            self.messages.push(message);
+        }
+        if self.progress.is_empty() {
+            self.confirm_reads();
+        }
+    }
+
+    fn send_timeout_now(&mut self, to: NodeId) {
+        self.transfer_started_in_term = true;
+        let message = self.message(to, MessageBody::TimeoutNow);
+        self.messages.push(message);
+    }
+
+    // ----- Role transitions -------------------------------------------------
+
+    fn reset_election_timeout(&mut self) {
+        let base = self.config.election_ticks;
+        self.election_timeout = self.rng.range(base, 2 * base);
+    }
+
+    fn reset(&mut self, term: Term) {
+        if self.term != term {
+            assert!(term > self.term, "term went backwards: {} -> {term}", self.term);
+            self.term = term;
+            // Invariant (RELIABILITY #4): the vote is cleared only here,
+            // together with a term change.
+            self.vote = NO_NODE;
+            self.transfer_started_in_term = false;
+        }
+        self.leader = NO_NODE;
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        self.reset_election_timeout();
+        self.transfer_target = NO_NODE;
+        self.votes.clear();
+        self.progress.clear();
+        self.pending_reads.clear();
+        self.reads_before_commit.clear();
+        self.heartbeat_rounds.clear();
+        self.lease_expires_tick = 0;
+        self.uncommitted_bytes = 0;
+        self.needs_broadcast = false;
+        self.read_round_wanted = false;
+    }
+
+    fn become_follower(&mut self, term: Term, leader: NodeId) {
+        self.reset(term);
+        self.role = Role::Follower;
+        self.leader = leader;
+    }
+
+    fn become_pre_candidate(&mut self) {
+        // A pre-candidate keeps its term and vote: pre-votes change nothing.
+        self.role = Role::PreCandidate;
+        self.leader = NO_NODE;
+        self.votes.clear();
+        self.progress.clear();
+        self.election_elapsed = 0;
+        self.reset_election_timeout();
+    }
+
+    fn become_candidate(&mut self) {
+        self.reset(self.term + 1);
+        self.vote = self.id;
+        self.role = Role::Candidate;
+    }
+
+    fn become_leader(&mut self) {
+        assert!(self.role == Role::Candidate, "only a candidate becomes leader");
+        self.reset(self.term);
+        self.role = Role::Leader;
+        self.leader = self.id;
+        let next = self.log.last_index() + 1;
+        let (messages_max, bytes_max) = (self.config.inflight_messages_max, self.config.inflight_bytes_max);
+        self.progress = self
+            .voters
+            .iter()
+            .filter(|&&voter| voter != self.id)
+            .map(|&voter| {
+                let mut pr = Progress::new(voter, next, messages_max, bytes_max);
+                // A fresh leader treats everyone as active for one round.
+                pr.recent_active = true;
+                pr
+            })
+            .collect();
+        self.commit_broadcast = self.log.commit;
+        // §5.4.2 / §6.4: an entry of the new term lets the leader commit
+        // (and learn the commit index for reads).
+        let index = self.log.last_index() + 1;
+        self.log.append([Entry {
+            term: self.term,
+            index,
+            kind: EntryKind::Empty,
+            data: Bytes::new(),
+        }]);
+        self.needs_broadcast = true;
+    }
+
+    /// Starts a pre-vote round or an election.
+    fn campaign(&mut self, kind: Campaign) {
+        if kind == Campaign::PreVote {
+            self.become_pre_candidate();
+        } else {
+            self.become_candidate();
+        }
+        let transfer = kind == Campaign::Transfer;
+        self.record_vote(self.id, true);
+        if !matches!(self.role, Role::PreCandidate | Role::Candidate) {
+            return; // Won alone (single voter).
+        }
+        let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
+        let pre_vote = self.role == Role::PreCandidate;
+        let term = self.term + u64::from(pre_vote);
+        let peers: Vec<NodeId> = self.voters.iter().copied().filter(|&voter| voter != self.id).collect();
+        for to in peers {
+            let body = if pre_vote {
+                MessageBody::PreVote {
+                    last_log_index,
+                    last_log_term,
+                }
+            } else {
+                MessageBody::Vote {
+                    last_log_index,
+                    last_log_term,
+                    transfer,
+                }
+            };
+            self.send(Message {
+                from: self.id,
+                to,
+                term,
+                body,
+            });
+        }
+    }
+
+    /// Records a (pre-)vote and acts on a decided election.
+    fn record_vote(&mut self, from: NodeId, granted: bool) {
+        if !self.votes.iter().any(|(voter, _)| *voter == from) {
+            self.votes.push((from, granted));
+        }
+        let granted_count = self.votes.iter().filter(|(_, granted)| *granted).count();
+        let rejected_count = self.votes.len() - granted_count;
+        if granted_count >= self.quorum() {
+            if self.role == Role::PreCandidate {
+                self.campaign(Campaign::Election);
+            } else {
+                self.become_leader();
+            }
+        } else if rejected_count > self.voters.len() - self.quorum() {
+            self.become_follower(self.term, NO_NODE);
+        }
+    }
+
+    // ----- Output -----------------------------------------------------------
+
+    /// Whether `ready` would return any work.
+    pub fn has_ready(&self) -> bool {
+        (self.role == Role::Leader
+            && (self.needs_broadcast || self.read_round_wanted || self.log.commit > self.commit_broadcast))
+            || !self.messages.is_empty()
+            || self.log.has_unemitted()
+            || self.hard_state() != self.emitted_hard_state
+            || self.log.has_next_committed()
+            || !self.read_states.is_empty()
+            || self.soft_state() != self.emitted_soft_state
+    }
+
+    /// Collects the work accumulated since the last call. See [`Ready`] for
+    /// what the application must do with it.
+    ///
+    /// # Panics
+    /// If log storage fails while reading committed entries (the node must
+    /// stop rather than guess).
+    pub fn ready(&mut self) -> Ready {
+        if self.role == Role::Leader {
+            if self.needs_broadcast || self.log.commit > self.commit_broadcast {
+                self.needs_broadcast = false;
+                self.broadcast_append();
+            }
+            if self.read_round_wanted {
+                self.broadcast_heartbeat();
+            }
+        }
+        let entries = self.log.take_unemitted();
+        let hard_state = self.hard_state();
+        let hard_state = (hard_state != self.emitted_hard_state).then_some(hard_state);
+        if !entries.is_empty() || hard_state.is_some() {
+            if let Some(hard_state) = hard_state {
+                // Pair with the storage's check: a hard state never goes back.
+                assert!(hard_state.term >= self.emitted_hard_state.term);
+                self.emitted_hard_state = hard_state;
+            }
+            self.ready_seq += 1;
+            self.last_persist_seq = self.ready_seq;
+            self.persist_records
+                .push_back((self.ready_seq, entries.last().map(|entry| (entry.index, entry.term))));
+        }
+        let committed_entries = self
+            .log
+            .take_committed(self.config.committed_bytes_per_ready_max)
+            .unwrap_or_else(|error| panic!("node {}: reading committed entries failed: {error}", self.id));
+        if self.role == Role::Leader {
+            let bytes: u64 = committed_entries.iter().map(Entry::size_bytes).sum();
+            self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(bytes);
+        }
+        let soft_state = self.soft_state();
+        let soft_state = (soft_state != self.emitted_soft_state).then(|| {
+            self.emitted_soft_state = soft_state;
+            soft_state
+        });
+        let ready = Ready {
+            seq: self.ready_seq,
+            soft_state,
+            hard_state,
+            entries,
+            messages: std::mem::take(&mut self.messages),
+            committed_entries,
+            read_states: std::mem::take(&mut self.read_states),
+        };
+        self.debug_check();
+        ready
+    }
+
+    // ----- Invariants -------------------------------------------------------
+
+    fn debug_check(&self) {
+        if cfg!(debug_assertions) {
+            self.check_invariants();
+        }
+    }
+
+    /// Asserts the node's invariants; cheap (no log scan).
+    pub fn check_invariants(&self) {
+        self.log.check_invariants();
+        assert!(
+            self.log.last_term() <= self.term,
+            "node {}: last log term {} above current term {}",
+            self.id,
+            self.log.last_term(),
+            self.term
+        );
+        match self.role {
+            Role::Leader => {
+                assert_eq!(self.leader, self.id, "a leader names itself");
+                assert_eq!(self.vote, self.id, "a leader voted for itself");
+                for pr in &self.progress {
+                    pr.check_invariants();
+                    assert!(pr.match_index <= self.log.last_index());
+                }
+            }
+            Role::Candidate => {
+                assert_eq!(self.vote, self.id, "a candidate voted for itself");
+                assert_eq!(self.leader, NO_NODE);
+            }
+            Role::PreCandidate => assert_eq!(self.leader, NO_NODE),
+            Role::Follower => assert!(self.progress.is_empty()),
+        }
+        assert!(self.emitted_hard_state.term <= self.term);
+        if let Some((barrier, _)) = self.held.front() {
+            assert!(*barrier > self.persisted_seq, "held message already releasable");
+        }
+        assert!(self.persisted_seq <= self.ready_seq);
+    }
+}
