@@ -60,6 +60,13 @@ impl Inflights {
         }
     }
 
+    /// Frees the oldest message, presumed lost, so one more can be sent.
+    pub fn free_first(&mut self) {
+        if let Some((_, bytes)) = self.window.pop_front() {
+            self.bytes -= bytes;
+        }
+    }
+
     pub fn reset(&mut self) {
         self.window.clear();
         self.bytes = 0;

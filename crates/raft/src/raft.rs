@@ -757,11 +757,17 @@ impl<S: Storage> Raft<S> {
                     pr.read_seq_acked = read_seq;
                 }
                 // A heartbeat answer shows the follower is reachable: let a
-                // paused probe try again.
+                // paused probe try again, and free one slot of a full
+                // window whose appends may have been lost.
                 pr.probe_sent = false;
+                if pr.state == ProgressState::Replicate && pr.inflights.is_full() {
+                    pr.inflights.free_first();
+                }
                 let behind = pr.match_index < last;
                 if behind {
-                    self.send_append(from, false);
+                    // An empty append at `next` makes a follower that lost
+                    // appends reject it, which restarts probing from its log.
+                    self.send_append(from, true);
                 }
                 self.confirm_reads();
                 Ok(())
@@ -1329,6 +1335,8 @@ impl<S: Storage> Raft<S> {
             if self.needs_broadcast || self.log.commit > self.commit_broadcast {
                 self.needs_broadcast = false;
                 self.broadcast_append();
+                // Paused followers learn the commit index from heartbeats.
+                self.commit_broadcast = self.log.commit;
             }
             if self.read_round_wanted {
                 self.broadcast_heartbeat();

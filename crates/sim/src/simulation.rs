@@ -1,0 +1,895 @@
+//! One seeded run of a simulated cluster: nodes with in-memory storage and
+//! a simulated disk whose writes complete after a delay (a crash loses every
+//! write not yet complete), the simulated network, a fault schedule
+//! (partitions of several shapes, crashes and restarts), a random client
+//! workload of writes and linearizable reads, and the checker after every
+//! step. After the faulty phase all faults heal and liveness is checked.
+//!
+//! A run is a pure function of its `SimConfig`: one seed, one run.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use raftwerk_raft::{
+    Config, Entry, EntryKind, HardState, Index, MemStorage, Message, NodeId, ProposeError, Raft, ReadMode, ReadState,
+    Role, SeededRng, Storage,
+};
+
+use crate::checker::{mix, Checker};
+use crate::network::{Network, NetworkFaults};
+
+/// Election timeout in ticks used by simulated nodes.
+pub const ELECTION_TICKS: u64 = 10;
+/// Heartbeat interval in ticks used by simulated nodes.
+pub const HEARTBEAT_TICKS: u64 = 2;
+/// After faults heal, a leader must exist within this many ticks.
+pub const LEADER_AFTER_HEAL_TICKS_MAX: u64 = 30 * ELECTION_TICKS;
+/// After faults heal, every node must apply the final write within this many ticks.
+pub const CONVERGE_AFTER_HEAL_TICKS_MAX: u64 = 100 * ELECTION_TICKS;
+
+/// What to simulate.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub nodes: usize,
+    pub steps: u64,
+    /// Inject network, disk and crash faults (off: a calm cluster).
+    pub faults: bool,
+    pub read_mode: ReadMode,
+    /// Print every event to stderr.
+    pub trace: bool,
+}
+
+impl SimConfig {
+    pub fn new(seed: u64, nodes: usize, steps: u64) -> Self {
+        SimConfig {
+            seed,
+            nodes,
+            steps,
+            faults: true,
+            read_mode: ReadMode::Safe,
+            trace: false,
+        }
+    }
+
+    /// The command that replays this run exactly.
+    pub fn replay_command(&self) -> String {
+        let lease = match self.read_mode {
+            ReadMode::Safe => String::new(),
+            ReadMode::Lease { drift_margin_ticks } => format!(" --lease {drift_margin_ticks}"),
+        };
+        let calm = if self.faults { "" } else { " --no-faults" };
+        format!(
+            "cargo run -p raftwerk-sim --release -- run --seed {} --nodes {} --steps {}{lease}{calm} --trace",
+            self.seed, self.nodes, self.steps
+        )
+    }
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimReport {
+    /// Hash of every observable event; equal for equal configs.
+    pub trace_hash: u64,
+    pub writes_acked: u64,
+    pub reads_served: u64,
+    pub committed: Index,
+    pub leaders_elected: u64,
+    pub crashes: u64,
+    pub partitions: u64,
+    pub pauses: u64,
+    pub messages_sent: u64,
+    pub messages_dropped: u64,
+    /// Ticks from healing until a leader existed.
+    pub ticks_to_leader_after_heal: u64,
+}
+
+/// A failed run: the violated invariant and how to replay it.
+#[derive(Clone, Debug)]
+pub struct SimFailure {
+    pub config: SimConfig,
+    pub time: u64,
+    pub message: String,
+}
+
+impl std::fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "seed {} ({} nodes) failed at tick {}: {}\nreplay: {}",
+            self.config.seed,
+            self.config.nodes,
+            self.time,
+            self.message,
+            self.config.replay_command()
+        )
+    }
+}
+
+/// Disk behaviour of one run.
+#[derive(Clone, Copy, Debug)]
+struct DiskFaults {
+    /// Writes complete after `[0, write_ticks_max]` ticks.
+    write_ticks_max: u64,
+}
+
+/// A write handed to the simulated disk, not yet durable.
+struct PendingWrite {
+    seq: u64,
+    hard_state: Option<HardState>,
+    entries: Vec<Entry>,
+    complete_at: u64,
+}
+
+struct SimNode {
+    id: NodeId,
+    raft: Option<Raft<MemStorage>>,
+    /// Durable storage while the node is down.
+    storage_while_down: Option<MemStorage>,
+    disk: VecDeque<PendingWrite>,
+    restart_at: u64,
+    /// State machine: the applied index (the state is the applied prefix).
+    applied: Index,
+    /// Read states waiting until their index is applied.
+    reads_waiting: Vec<ReadState>,
+    restarts: u64,
+    /// A paused (frozen) node neither ticks nor receives until this tick.
+    paused_until: u64,
+    ticks_missed: u64,
+    /// Messages that arrived while paused.
+    inbox: Vec<Message>,
+}
+
+impl SimNode {
+    /// The core if the node is up and not paused.
+    fn active(&mut self, now: u64) -> Option<&mut Raft<MemStorage>> {
+        if self.paused_until > now {
+            return None;
+        }
+        self.raft.as_mut()
+    }
+}
+
+/// A client write that has not been acknowledged.
+struct WriteOp {
+    node: NodeId,
+    index: Index,
+    floor: Index,
+}
+
+/// A client read that has not been served.
+struct ReadOp {
+    node: NodeId,
+    floor: Index,
+}
+
+/// Active partition and when it heals.
+struct Partition {
+    heal_at: u64,
+}
+
+/// One simulated cluster run.
+pub struct Simulation {
+    config: SimConfig,
+    rng: SeededRng,
+    time: u64,
+    nodes: Vec<SimNode>,
+    network: Network,
+    disk: DiskFaults,
+    checker: Checker,
+    next_request_id: u64,
+    writes: BTreeMap<u64, WriteOp>,
+    /// Acknowledged writes: `(write id, index, data hash)`.
+    acked: Vec<(u64, Index, u64)>,
+    reads: BTreeMap<u64, ReadOp>,
+    partition: Option<Partition>,
+    crash_per_mille: u64,
+    partition_per_mille: u64,
+    pause_per_mille: u64,
+    pauses: u64,
+    trace_hash: u64,
+    leaders_elected: u64,
+    crashes: u64,
+    partitions: u64,
+}
+
+impl Simulation {
+    pub fn new(config: SimConfig) -> Self {
+        assert!(config.nodes >= 1 && config.nodes <= 9, "1..=9 nodes");
+        let mut rng = SeededRng::new(config.seed);
+        let (faults, disk, crash_per_mille, partition_per_mille, pause_per_mille) = if config.faults {
+            (
+                NetworkFaults {
+                    drop_per_mille: rng.range(0, 101),
+                    duplicate_per_mille: rng.range(0, 51),
+                    delay_ticks_max: rng.range(1, 4),
+                },
+                DiskFaults {
+                    write_ticks_max: rng.range(0, 7),
+                },
+                rng.range(1, 30),
+                rng.range(2, 15),
+                rng.range(0, 15),
+            )
+        } else {
+            (NetworkFaults::none(), DiskFaults { write_ticks_max: 0 }, 0, 0, 0)
+        };
+        let voters: Vec<NodeId> = (1..=config.nodes as NodeId).collect();
+        let nodes = voters
+            .iter()
+            .map(|&id| {
+                let raft = Raft::new(node_config(&config, id, &voters, 0), MemStorage::new())
+                    .expect("simulated node config is valid");
+                SimNode {
+                    id,
+                    raft: Some(raft),
+                    storage_while_down: None,
+                    disk: VecDeque::new(),
+                    restart_at: 0,
+                    applied: 0,
+                    reads_waiting: Vec::new(),
+                    restarts: 0,
+                    paused_until: 0,
+                    ticks_missed: 0,
+                    inbox: Vec::new(),
+                }
+            })
+            .collect();
+        Simulation {
+            checker: Checker::new(config.nodes),
+            config,
+            rng,
+            time: 0,
+            nodes,
+            network: Network::new(faults),
+            disk,
+            next_request_id: 1,
+            writes: BTreeMap::new(),
+            acked: Vec::new(),
+            reads: BTreeMap::new(),
+            partition: None,
+            crash_per_mille,
+            partition_per_mille,
+            pause_per_mille,
+            pauses: 0,
+            trace_hash: 0,
+            leaders_elected: 0,
+            crashes: 0,
+            partitions: 0,
+        }
+    }
+
+    /// Runs the faulty phase, heals, and checks liveness.
+    ///
+    /// # Errors
+    /// The first invariant violation, with the command to replay it.
+    pub fn run(mut self) -> Result<SimReport, SimFailure> {
+        for _ in 0..self.config.steps {
+            self.step(true).map_err(|message| self.failure(message))?;
+        }
+        self.heal_all();
+        let healed_at = self.time;
+        let ticks_to_leader = self.await_leader(healed_at).map_err(|message| self.failure(message))?;
+        self.await_convergence().map_err(|message| self.failure(message))?;
+        Ok(SimReport {
+            trace_hash: self.trace_hash,
+            writes_acked: self.checker.writes_acked,
+            reads_served: self.checker.reads_served,
+            committed: self.checker.committed_len(),
+            leaders_elected: self.leaders_elected,
+            crashes: self.crashes,
+            partitions: self.partitions,
+            pauses: self.pauses,
+            messages_sent: self.network.sent,
+            messages_dropped: self.network.dropped,
+            ticks_to_leader_after_heal: ticks_to_leader,
+        })
+    }
+
+    fn failure(&self, message: String) -> SimFailure {
+        SimFailure {
+            config: self.config.clone(),
+            time: self.time,
+            message,
+        }
+    }
+
+    fn trace(&self, event: impl FnOnce() -> String) {
+        if self.config.trace {
+            eprintln!("[seed {} tick {}] {}", self.config.seed, self.time, event());
+        }
+    }
+
+    fn record(&mut self, value: u64) {
+        self.trace_hash = mix(self.trace_hash ^ value);
+    }
+
+    /// One tick of simulated time.
+    fn step(&mut self, faults: bool) -> Result<(), String> {
+        self.time += 1;
+        if faults && self.config.faults {
+            self.inject_faults();
+        }
+        self.restart_due();
+        self.resume_due();
+        self.client_workload();
+        let time = self.time;
+        for node in &mut self.nodes {
+            if let Some(raft) = node.active(time) {
+                raft.tick();
+            } else if node.paused_until > time {
+                node.ticks_missed += 1;
+            }
+        }
+        // Messages held for nodes that were paused arrive after the client
+        // requests that reached them on waking.
+        for position in 0..self.nodes.len() {
+            if self.nodes[position].paused_until <= time {
+                let inbox = std::mem::take(&mut self.nodes[position].inbox);
+                for message in inbox {
+                    self.deliver(message);
+                }
+            }
+        }
+        while let Some(message) = self.network.next_due(self.time) {
+            self.deliver(message);
+        }
+        self.complete_disk_writes()?;
+        self.process_readies()?;
+        self.check_step()
+    }
+
+    fn deliver(&mut self, message: Message) {
+        let to = message.to;
+        self.record(mix(message.from) ^ mix(to << 8) ^ message.term);
+        let time = self.time;
+        let node = &mut self.nodes[(to - 1) as usize];
+        if node.raft.is_some() && node.paused_until > time {
+            node.inbox.push(message);
+        } else if let Some(raft) = node.raft.as_mut() {
+            // Rejections are normal under faults (stale terms, leases).
+            let _ = raft.step(message);
+        }
+    }
+
+    /// Wakes paused nodes whose pause is over. A real node's clock is
+    /// monotonic wall time, so it sees every tick it missed at once.
+    fn resume_due(&mut self) {
+        let time = self.time;
+        for node in &mut self.nodes {
+            if node.paused_until != 0 && node.paused_until <= time {
+                node.paused_until = 0;
+                let missed = std::mem::take(&mut node.ticks_missed);
+                if let Some(raft) = node.raft.as_mut() {
+                    for _ in 0..missed {
+                        raft.tick();
+                    }
+                }
+                if self.config.trace {
+                    eprintln!(
+                        "[seed {} tick {time}] node {} resumes after {missed} ticks",
+                        self.config.seed, node.id
+                    );
+                }
+            }
+        }
+    }
+
+    fn check_step(&mut self) -> Result<(), String> {
+        for position in 0..self.nodes.len() {
+            let Some(raft) = self.nodes[position].raft.as_ref() else {
+                continue;
+            };
+            raft.check_invariants();
+            if raft.role() == Role::Leader {
+                let (id, term) = (raft.id(), raft.term());
+                self.checker.on_leader(id, term)?;
+            }
+        }
+        Ok(())
+    }
+
+    // ----- Faults -----------------------------------------------------------
+
+    fn inject_faults(&mut self) {
+        if let Some(partition) = &self.partition {
+            if self.time >= partition.heal_at {
+                self.network.heal();
+                self.partition = None;
+                self.trace(|| "partition healed".to_string());
+            }
+        } else if self.rng.chance(self.partition_per_mille, 1000) {
+            self.start_partition();
+        }
+        if self.rng.chance(self.crash_per_mille, 1000) {
+            // Half the crashes hit the leader: that is where lost unsynced
+            // writes and overwritten entries matter most.
+            let leader = self.current_leader().filter(|_| self.rng.chance(1, 2));
+            let position = leader.unwrap_or_else(|| self.rng.range(0, self.nodes.len() as u64) as usize);
+            if self.nodes[position].raft.is_some() {
+                let down_ticks = if self.rng.chance(1, 2) {
+                    self.rng.range(1, 10)
+                } else {
+                    self.rng.range(10, 200)
+                };
+                self.crash(position, self.time + down_ticks);
+            }
+        }
+        if self.rng.chance(self.pause_per_mille, 1000) {
+            let leader = self.current_leader().filter(|_| self.rng.chance(1, 2));
+            let position = leader.unwrap_or_else(|| self.rng.range(0, self.nodes.len() as u64) as usize);
+            let node = &mut self.nodes[position];
+            if node.raft.is_some() && node.paused_until == 0 {
+                node.paused_until = self.time + self.rng.range(5, 60);
+                self.pauses += 1;
+                let (id, until) = (node.id, node.paused_until);
+                self.trace(|| format!("pause node {id} until {until}"));
+            }
+        }
+    }
+
+    fn start_partition(&mut self) {
+        let n = self.nodes.len() as NodeId;
+        if n < 2 {
+            return;
+        }
+        let shape = self.rng.range(0, 5);
+        let a = self.rng.range(1, n + 1);
+        let mut b = self.rng.range(1, n + 1);
+        if b == a {
+            b = a % n + 1;
+        }
+        let description = match shape {
+            0 => {
+                // Isolate one node both ways.
+                for other in 1..=n {
+                    if other != a {
+                        self.network.block(a, other);
+                        self.network.block(other, a);
+                    }
+                }
+                format!("isolate {a}")
+            }
+            1 => {
+                // Split into two random groups.
+                let mut group = Vec::new();
+                for node in 1..=n {
+                    if self.rng.chance(1, 2) {
+                        group.push(node);
+                    }
+                }
+                for &inside in &group {
+                    for outside in (1..=n).filter(|node| !group.contains(node)) {
+                        self.network.block(inside, outside);
+                        self.network.block(outside, inside);
+                    }
+                }
+                format!("split {group:?}")
+            }
+            2 => {
+                // One-way: a can send to everyone but hears nothing.
+                for other in 1..=n {
+                    if other != a {
+                        self.network.block(other, a);
+                    }
+                }
+                format!("{a} deaf")
+            }
+            3 => {
+                // One-way: a hears everyone but nobody hears a.
+                for other in 1..=n {
+                    if other != a {
+                        self.network.block(a, other);
+                    }
+                }
+                format!("{a} mute")
+            }
+            _ => {
+                // Partial: only the link a<->b is cut; both reach the rest.
+                self.network.block(a, b);
+                self.network.block(b, a);
+                format!("cut {a}<->{b}")
+            }
+        };
+        let heal_at = self.time + self.rng.range(10, 300);
+        self.partition = Some(Partition { heal_at });
+        self.partitions += 1;
+        self.trace(|| format!("partition {description} until {heal_at}"));
+    }
+
+    /// Crashes a node: its unfinished disk writes, messages it would have
+    /// sent and reads it was serving are lost; durable storage survives.
+    fn crash(&mut self, position: usize, restart_at: u64) {
+        let node = &mut self.nodes[position];
+        let raft = node.raft.take().expect("crashing a live node");
+        node.storage_while_down = Some(raft.storage().clone());
+        node.disk.clear();
+        node.paused_until = 0;
+        node.ticks_missed = 0;
+        node.inbox.clear();
+        node.restart_at = restart_at;
+        node.applied = 0;
+        let id = node.id;
+        node.reads_waiting.clear();
+        // Clients connected to the crashed node lose their answers: their
+        // reads time out and their writes become "maybe applied".
+        self.reads.retain(|_, read| read.node != id);
+        self.writes.retain(|_, write| write.node != id);
+        self.crashes += 1;
+        self.record(mix(0xC0DE ^ id));
+        self.trace(|| format!("crash node {id} until {restart_at}"));
+    }
+
+    fn restart_due(&mut self) {
+        for position in 0..self.nodes.len() {
+            let due = self.nodes[position].raft.is_none() && self.nodes[position].restart_at <= self.time;
+            if due {
+                self.restart(position).expect("restart from durable storage");
+            }
+        }
+    }
+
+    fn restart(&mut self, position: usize) -> Result<(), String> {
+        let voters: Vec<NodeId> = (1..=self.nodes.len() as NodeId).collect();
+        let node = &mut self.nodes[position];
+        let storage = node.storage_while_down.take().expect("a down node keeps its storage");
+        node.restarts += 1;
+        let seed = self.config.seed ^ mix(node.id) ^ node.restarts;
+        let mut config = node_config(&self.config, node.id, &voters, 0);
+        config.seed = seed;
+        let stored = storage
+            .entries(1, storage.last_index() + 1, u64::MAX)
+            .map_err(|error| format!("reading durable log of node {}: {error}", node.id))?;
+        node.raft = Some(Raft::new(config, storage).map_err(|error| error.to_string())?);
+        let id = node.id;
+        self.checker.reset_log(id, &stored)?;
+        self.trace(|| format!("restart node {id} with {} durable entries", stored.len()));
+        Ok(())
+    }
+
+    fn heal_all(&mut self) {
+        self.network.heal();
+        self.network.faults = NetworkFaults::none();
+        self.partition = None;
+        self.disk.write_ticks_max = 0;
+        for position in 0..self.nodes.len() {
+            if self.nodes[position].raft.is_none() {
+                self.nodes[position].restart_at = self.time;
+            }
+            if self.nodes[position].paused_until > self.time {
+                self.nodes[position].paused_until = self.time;
+            }
+        }
+        self.trace(|| "all faults healed".to_string());
+    }
+
+    // ----- Client workload --------------------------------------------------
+
+    fn client_workload(&mut self) {
+        if self.rng.chance(3, 10) {
+            let position = self.rng.range(0, self.nodes.len() as u64) as usize;
+            let count = self.rng.range(1, 4);
+            for _ in 0..count {
+                self.client_write(position);
+            }
+        }
+        if self.rng.chance(2, 10) {
+            let position = self.rng.range(0, self.nodes.len() as u64) as usize;
+            self.client_read(position);
+        }
+    }
+
+    /// Proposes a unique write at a node; a client that is told who leads
+    /// retries there once.
+    fn client_write(&mut self, position: usize) -> Option<u64> {
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        let mut data = Vec::with_capacity(16);
+        data.extend_from_slice(&id.to_le_bytes());
+        data.extend_from_slice(&self.rng.next_u64().to_le_bytes());
+        let data = Bytes::from(data);
+        let floor = self.checker.invocation_floor();
+        let mut target = position;
+        for _ in 0..2 {
+            let Some(raft) = self.nodes[target].active(self.time) else {
+                return None;
+            };
+            match raft.propose(data.clone()) {
+                Ok(index) => {
+                    let node = raft.id();
+                    self.writes.insert(id, WriteOp { node, index, floor });
+                    self.record(mix(id) ^ index);
+                    return Some(id);
+                }
+                Err(ProposeError::NotLeader { leader_hint }) if leader_hint != 0 => {
+                    target = (leader_hint - 1) as usize;
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    fn client_read(&mut self, position: usize) {
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        let floor = self.checker.invocation_floor();
+        let id = self.nodes[position].id;
+        let Some(raft) = self.nodes[position].active(self.time) else {
+            return;
+        };
+        if raft.read_index(request_id).is_ok() {
+            self.reads.insert(request_id, ReadOp { node: id, floor });
+        }
+    }
+
+    // ----- Node driving -----------------------------------------------------
+
+    fn complete_disk_writes(&mut self) -> Result<(), String> {
+        for position in 0..self.nodes.len() {
+            let time = self.time;
+            let node = &mut self.nodes[position];
+            if node.paused_until > time {
+                continue;
+            }
+            let Some(raft) = node.raft.as_mut() else {
+                continue;
+            };
+            let mut last_seq = None;
+            while let Some(write) = node.disk.front() {
+                if write.complete_at > self.time {
+                    break;
+                }
+                let write = node.disk.pop_front().expect("front was just seen");
+                if let Some(hard_state) = write.hard_state {
+                    raft.storage_mut().set_hard_state(hard_state);
+                }
+                raft.storage_mut().append(&write.entries);
+                self.checker.on_durable(node.id, &write.entries)?;
+                last_seq = Some(write.seq);
+            }
+            if let Some(seq) = last_seq {
+                raft.on_persisted(seq);
+            }
+        }
+        Ok(())
+    }
+
+    fn process_readies(&mut self) -> Result<(), String> {
+        // Bounded: each pass either finds no work or makes progress; the
+        // bound only guards against a livelock bug in the core.
+        for _ in 0..64 {
+            let mut any = false;
+            for position in 0..self.nodes.len() {
+                let time = self.time;
+                let has_ready = self.nodes[position].active(time).is_some_and(|raft| raft.has_ready());
+                if has_ready {
+                    any = true;
+                    self.handle_ready(position)?;
+                }
+            }
+            // Writes with zero latency complete in the same tick.
+            self.complete_disk_writes()?;
+            if !any {
+                return Ok(());
+            }
+        }
+        Err("nodes kept producing work for 64 rounds in one tick".to_string())
+    }
+
+    fn handle_ready(&mut self, position: usize) -> Result<(), String> {
+        let time = self.time;
+        let write_delay = if self.disk.write_ticks_max == 0 {
+            0
+        } else {
+            self.rng.range(0, self.disk.write_ticks_max + 1)
+        };
+        let node = &mut self.nodes[position];
+        let raft = node.raft.as_mut().expect("ready on a live node");
+        let ready = raft.ready();
+        let (id, term, role) = (raft.id(), raft.term(), raft.role());
+        if let Some(soft) = ready.soft_state {
+            self.trace_hash = mix(self.trace_hash ^ mix(id) ^ soft.term ^ (soft.role as u64) << 60);
+            if soft.role == Role::Leader {
+                self.leaders_elected += 1;
+            }
+            if self.config.trace {
+                eprintln!(
+                    "[seed {} tick {}] node {id} is {:?} in term {} (leader {})",
+                    self.config.seed, time, soft.role, soft.term, soft.leader
+                );
+            }
+        }
+        self.checker.on_entries(id, &ready.entries)?;
+        if role == Role::Leader {
+            self.checker.on_leader(id, term)?;
+        }
+        if ready.must_persist() {
+            let node = &mut self.nodes[position];
+            // Writes complete in order: never before the previous one.
+            let complete_at = node
+                .disk
+                .back()
+                .map_or(time, |last| last.complete_at)
+                .max(time + write_delay);
+            node.disk.push_back(PendingWrite {
+                seq: ready.seq,
+                hard_state: ready.hard_state,
+                entries: ready.entries,
+                complete_at,
+            });
+        }
+        for message in ready.messages {
+            self.network.send(time, message, &mut self.rng);
+        }
+        for entry in &ready.committed_entries {
+            self.apply(position, term, entry)?;
+        }
+        self.record(mix(id) ^ mix(self.nodes[position].applied) ^ term);
+        let node = &mut self.nodes[position];
+        node.reads_waiting.extend(ready.read_states);
+        self.serve_reads(position)
+    }
+
+    fn apply(&mut self, position: usize, term: u64, entry: &Entry) -> Result<(), String> {
+        let id = self.nodes[position].id;
+        self.checker.on_apply(id, term, entry)?;
+        let node = &mut self.nodes[position];
+        if entry.index != node.applied + 1 {
+            return Err(format!(
+                "node {id} applied index {} after {}",
+                entry.index, node.applied
+            ));
+        }
+        node.applied = entry.index;
+        if entry.kind != EntryKind::Normal || entry.data.len() != 16 {
+            return Ok(());
+        }
+        let write_id = u64::from_le_bytes(entry.data[..8].try_into().expect("16-byte entry"));
+        let acked = self
+            .writes
+            .get(&write_id)
+            .is_some_and(|write| write.node == id && write.index == entry.index);
+        if acked {
+            let write = self.writes.remove(&write_id).expect("just seen");
+            self.checker.on_write_acked(entry.index, write.floor)?;
+            self.acked
+                .push((write_id, entry.index, Checker::entry_data_hash(entry)));
+        }
+        Ok(())
+    }
+
+    fn serve_reads(&mut self, position: usize) -> Result<(), String> {
+        let node = &mut self.nodes[position];
+        let applied = node.applied;
+        let mut index = 0;
+        while index < node.reads_waiting.len() {
+            let read_state = node.reads_waiting[index];
+            if read_state.index > applied {
+                index += 1;
+                continue;
+            }
+            node.reads_waiting.swap_remove(index);
+            if let Some(read) = self.reads.remove(&read_state.request_id) {
+                if read.node != node.id {
+                    return Err(format!("read {} answered at the wrong node", read_state.request_id));
+                }
+                self.checker.on_read_served(applied, read.floor)?;
+            }
+        }
+        Ok(())
+    }
+
+    // ----- Liveness ---------------------------------------------------------
+
+    fn current_leader(&self) -> Option<usize> {
+        self.nodes.iter().position(|node| {
+            node.raft
+                .as_ref()
+                .is_some_and(|raft| raft.role() == Role::Leader && raft.leader() == raft.id())
+        })
+    }
+
+    fn await_leader(&mut self, healed_at: u64) -> Result<u64, String> {
+        while self.time - healed_at < LEADER_AFTER_HEAL_TICKS_MAX {
+            self.step(false)?;
+            if self.current_leader().is_some() {
+                return Ok(self.time - healed_at);
+            }
+        }
+        Err(format!(
+            "liveness: no leader within {LEADER_AFTER_HEAL_TICKS_MAX} ticks after faults healed"
+        ))
+    }
+
+    /// Proposes a final write at the leader and waits until every node has
+    /// applied it; then checks no acknowledged write was lost.
+    fn await_convergence(&mut self) -> Result<(), String> {
+        let start = self.time;
+        let mut marker: Option<(usize, u64)> = None;
+        while self.time - start < CONVERGE_AFTER_HEAL_TICKS_MAX {
+            if let Some(leader) = self.current_leader() {
+                let stale = marker.is_none_or(|(at, id)| at != leader || !self.writes.contains_key(&id));
+                if stale {
+                    let acked_marker = marker.is_some_and(|(_, id)| self.acked.iter().any(|(w, _, _)| *w == id));
+                    if !acked_marker {
+                        marker = self.client_write(leader).map(|id| (leader, id));
+                    }
+                }
+            }
+            self.step(false)?;
+            let Some((_, id)) = marker else {
+                continue;
+            };
+            let Some(&(_, index, _)) = self.acked.iter().find(|(w, _, _)| *w == id) else {
+                continue;
+            };
+            let converged = self.nodes.iter().all(|node| node.applied >= index);
+            if converged {
+                return self.check_acked_writes_survived();
+            }
+        }
+        let applied: Vec<Index> = self.nodes.iter().map(|node| node.applied).collect();
+        let statuses: Vec<String> = self
+            .nodes
+            .iter()
+            .filter_map(|node| node.raft.as_ref().map(|raft| format!("{:?}", raft.status())))
+            .collect();
+        Err(format!(
+            "liveness: nodes did not converge within {CONVERGE_AFTER_HEAL_TICKS_MAX} ticks after healing (applied {applied:?}); {}",
+            statuses.join("; ")
+        ))
+    }
+
+    fn check_acked_writes_survived(&self) -> Result<(), String> {
+        for &(write_id, index, data_hash) in &self.acked {
+            if self.checker.committed_data(index) != Some(data_hash) {
+                return Err(format!("acknowledged write {write_id} at index {index} was lost"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn node_config(sim: &SimConfig, id: NodeId, voters: &[NodeId], applied: Index) -> Config {
+    let mut config = Config::new(id, voters.to_vec());
+    // Pre-vote and check-quorum vary per seed so both paths of each are
+    // exercised; lease reads require check-quorum.
+    let mut rng = SeededRng::new(mix(sim.seed ^ 0x5EED));
+    config.pre_vote = rng.chance(3, 4);
+    config.check_quorum = rng.chance(3, 4) || matches!(sim.read_mode, ReadMode::Lease { .. });
+    config.election_ticks = ELECTION_TICKS;
+    config.heartbeat_ticks = HEARTBEAT_TICKS;
+    config.read_mode = sim.read_mode;
+    config.applied = applied;
+    config.seed = sim.seed ^ mix(id);
+    // Small caps so that batching, windows and message caps are exercised.
+    config.message_bytes_max = 256;
+    config.inflight_messages_max = 4;
+    config.inflight_bytes_max = 4096;
+    config
+}
+
+/// Runs one seed, turning a panic inside the core into a failure that
+/// carries the replay command.
+///
+/// # Errors
+/// The invariant violation or panic message.
+pub fn run_seed(config: SimConfig) -> Result<SimReport, SimFailure> {
+    let for_failure = config.clone();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Simulation::new(config).run())) {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
+                .unwrap_or_else(|| "panic".to_string());
+            Err(SimFailure {
+                config: for_failure,
+                time: 0,
+                message: format!("panic: {message}"),
+            })
+        }
+    }
+}
