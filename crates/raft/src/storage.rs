@@ -56,6 +56,8 @@ pub struct MemStorage {
     entries: Vec<Entry>,
     /// Index of `entries[0]` (1 while nothing is compacted).
     offset: Index,
+    /// Term of the entry at `offset - 1` (0 while nothing is compacted).
+    compacted_term: Term,
 }
 
 impl MemStorage {
@@ -64,7 +66,29 @@ impl MemStorage {
             hard_state: HardState::default(),
             entries: Vec::new(),
             offset: 1,
+            compacted_term: 0,
         }
+    }
+
+    /// Drops the entries up to and including `index`, remembering its term
+    /// so the consistency check at the new first index still works. The
+    /// caller guarantees the state machine holds everything dropped.
+    ///
+    /// # Errors
+    /// `Compacted` if `index` is already gone, `Unavailable` beyond the log.
+    pub fn compact(&mut self, index: Index) -> Result<(), StorageError> {
+        if index < self.offset {
+            return Err(StorageError::Compacted {
+                index,
+                first_index: self.offset,
+            });
+        }
+        let term = self.term(index)?;
+        let count = (index + 1 - self.offset) as usize;
+        self.entries.drain(..count);
+        self.offset = index + 1;
+        self.compacted_term = term;
+        Ok(())
     }
 
     pub fn set_hard_state(&mut self, hard_state: HardState) {
@@ -126,9 +150,7 @@ impl Storage for MemStorage {
 
     fn term(&self, index: Index) -> Result<Term, StorageError> {
         if index + 1 == self.offset {
-            // Nothing is compacted yet, so the entry before the first is the
-            // empty prefix of term 0.
-            return Ok(0);
+            return Ok(self.compacted_term);
         }
         if index < self.offset {
             return Err(StorageError::Compacted {
@@ -211,6 +233,19 @@ mod tests {
         assert_eq!(storage.entries(1, 4, 0).unwrap().len(), 1);
         assert_eq!(storage.entries(1, 4, u64::MAX).unwrap().len(), 3);
         assert!(storage.entries(1, 5, u64::MAX).is_err());
+    }
+
+    #[test]
+    fn compaction_keeps_the_term_of_the_last_dropped_entry() {
+        let mut storage = MemStorage::new();
+        storage.append(&[entry(1, 1), entry(2, 2), entry(3, 2)]);
+        storage.compact(2).unwrap();
+        assert_eq!(storage.first_index(), 3);
+        assert_eq!(storage.term(2), Ok(2));
+        assert!(matches!(storage.term(1), Err(StorageError::Compacted { .. })));
+        assert!(matches!(storage.compact(1), Err(StorageError::Compacted { .. })));
+        assert!(matches!(storage.compact(9), Err(StorageError::Unavailable { .. })));
+        assert_eq!(storage.entries(3, 4, u64::MAX).unwrap().len(), 1);
     }
 
     #[test]
