@@ -897,7 +897,10 @@ impl<S: Storage> Raft<S> {
         pr.recent_active = true;
         let advanced = pr.on_append_accepted(index);
         let was_probe = pr.state == ProgressState::Probe;
-        if !advanced && !(was_probe && pr.match_index == index) {
+        // A probe answered at the index we already knew still confirms the
+        // follower matches, so it moves to replicate.
+        let confirmed_probe = was_probe && pr.match_index == index;
+        if !(advanced || confirmed_probe) {
             return Ok(());
         }
         if was_probe {

@@ -591,9 +591,7 @@ impl Simulation {
         let floor = self.checker.invocation_floor();
         let mut target = position;
         for _ in 0..2 {
-            let Some(raft) = self.nodes[target].active(self.time) else {
-                return None;
-            };
+            let raft = self.nodes[target].active(self.time)?;
             match raft.propose(data.clone()) {
                 Ok(index) => {
                     let node = raft.id();
