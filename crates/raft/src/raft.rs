@@ -102,6 +102,8 @@ pub struct Raft<S: Storage> {
     ticks: u64,
     rng: SeededRng,
     transfer_target: NodeId,
+    /// Leader ticks since the current transfer started.
+    transfer_elapsed: u64,
     /// TimeoutNow was sent this term: lease reads are off until the term ends.
     transfer_started_in_term: bool,
     /// Leader: bytes proposed and not yet handed out as committed.
@@ -127,6 +129,10 @@ pub struct Raft<S: Storage> {
     ready_seq: u64,
     persisted_seq: u64,
     last_persist_seq: u64,
+    /// The last ready that carried a new term or vote.
+    last_term_persist_seq: u64,
+    /// Storage held a term when this node was built (a restart).
+    restarted_with_term: bool,
     /// `(ready seq, last entry index and term it carried)`.
     persist_records: VecDeque<(u64, Option<(Index, Term)>)>,
     emitted_hard_state: HardState,
@@ -162,6 +168,7 @@ impl<S: Storage> Raft<S> {
             ticks: 0,
             rng: SeededRng::new(config.seed),
             transfer_target: NO_NODE,
+            transfer_elapsed: 0,
             transfer_started_in_term: false,
             uncommitted_bytes: 0,
             commit_broadcast: 0,
@@ -178,6 +185,8 @@ impl<S: Storage> Raft<S> {
             ready_seq: 0,
             persisted_seq: 0,
             last_persist_seq: 0,
+            last_term_persist_seq: 0,
+            restarted_with_term: hard_state.term > 0,
             persist_records: VecDeque::new(),
             emitted_hard_state: hard_state,
             emitted_soft_state: SoftState {
@@ -343,6 +352,14 @@ impl<S: Storage> Raft<S> {
     fn tick_leader(&mut self) {
         self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
+        if self.transfer_target != NO_NODE {
+            self.transfer_elapsed += 1;
+            if self.transfer_elapsed >= self.config.election_ticks {
+                // A transfer that has not finished within an election
+                // timeout is abandoned so proposals are accepted again.
+                self.transfer_target = NO_NODE;
+            }
+        }
         if self.election_elapsed >= self.config.election_ticks {
             self.election_elapsed = 0;
             if self.config.check_quorum {
@@ -357,9 +374,6 @@ impl<S: Storage> Raft<S> {
                     pr.recent_active = false;
                 }
             }
-            // A transfer that has not finished within an election timeout
-            // is abandoned so proposals are accepted again.
-            self.transfer_target = NO_NODE;
         }
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
@@ -473,7 +487,9 @@ impl<S: Storage> Raft<S> {
             });
         }
         self.transfer_target = target;
-        self.election_elapsed = 0;
+        // The transfer has its own timeout, so that it never postpones the
+        // check-quorum step-down of a leader that lost its majority.
+        self.transfer_elapsed = 0;
         let last = self.log.last_index();
         let caught_up = self.progress_mut(target).is_some_and(|pr| pr.match_index == last);
         if caught_up {
@@ -678,7 +694,20 @@ impl<S: Storage> Raft<S> {
     }
 
     fn in_lease(&self) -> bool {
-        self.config.check_quorum && self.leader != NO_NODE && self.election_elapsed < self.config.election_ticks
+        if !self.config.check_quorum {
+            return false;
+        }
+        if self.leader != NO_NODE && self.election_elapsed < self.config.election_ticks {
+            return true;
+        }
+        // With lease reads, a restarted node cannot know whether it heard
+        // from a leader within the last election timeout before it stopped,
+        // so it behaves as if it had: a leader's lease then holds across
+        // follower restarts. (A node that never persisted a term never
+        // acknowledged a heartbeat: those replies wait for the term.)
+        matches!(self.config.read_mode, ReadMode::Lease { .. })
+            && self.restarted_with_term
+            && self.ticks < self.config.election_ticks
     }
 
     fn step_follower(&mut self, from: NodeId, body: MessageBody) -> Result<(), RejectReason> {
@@ -1055,19 +1084,25 @@ impl<S: Storage> Raft<S> {
     /// not yet durable: vote requests and replies depend on term and vote,
     /// append replies on the entries they acknowledge.
     fn send(&mut self, message: Message) {
-        let needs_persistence = matches!(
-            message.body,
-            MessageBody::Vote { .. } | MessageBody::VoteResponse { .. } | MessageBody::AppendResponse { .. }
-        );
-        if !needs_persistence {
-            self.messages.push(message);
-            return;
-        }
         let term_or_vote_dirty = self.term != self.emitted_hard_state.term || self.vote != self.emitted_hard_state.vote;
-        let barrier = if term_or_vote_dirty || self.log.has_unemitted() {
-            self.ready_seq + 1
-        } else {
-            self.last_persist_seq
+        let barrier = match message.body {
+            MessageBody::Vote { .. } | MessageBody::VoteResponse { .. } | MessageBody::AppendResponse { .. } => {
+                if term_or_vote_dirty || self.log.has_unemitted() {
+                    self.ready_seq + 1
+                } else {
+                    self.last_persist_seq
+                }
+            }
+            // A heartbeat reply confirms a leader's term for ReadIndex and
+            // leases: it waits only for that term to be durable.
+            MessageBody::HeartbeatResponse { .. } => {
+                if term_or_vote_dirty {
+                    self.ready_seq + 1
+                } else {
+                    self.last_term_persist_seq
+                }
+            }
+            _ => 0,
         };
         if barrier <= self.persisted_seq {
             self.messages.push(message);
@@ -1349,13 +1384,22 @@ impl<S: Storage> Raft<S> {
         let hard_state = self.hard_state();
         let hard_state = (hard_state != self.emitted_hard_state).then_some(hard_state);
         if !entries.is_empty() || hard_state.is_some() {
+            let term_or_vote_changed = hard_state.is_some_and(|hard_state| {
+                (hard_state.term, hard_state.vote) != (self.emitted_hard_state.term, self.emitted_hard_state.vote)
+            });
             if let Some(hard_state) = hard_state {
                 // Pair with the storage's check: a hard state never goes back.
                 assert!(hard_state.term >= self.emitted_hard_state.term);
                 self.emitted_hard_state = hard_state;
             }
+            if let Some(first) = entries.first() {
+                self.clamp_overwritten_persist_records(first.index);
+            }
             self.ready_seq += 1;
             self.last_persist_seq = self.ready_seq;
+            if term_or_vote_changed {
+                self.last_term_persist_seq = self.ready_seq;
+            }
             self.persist_records
                 .push_back((self.ready_seq, entries.last().map(|entry| (entry.index, entry.term))));
         }
@@ -1383,6 +1427,25 @@ impl<S: Storage> Raft<S> {
         };
         self.debug_check();
         ready
+    }
+
+    /// This ready overwrites the log from `first`. Earlier readies not yet
+    /// acknowledged may carry entries at or above `first` that this one
+    /// replaces on disk; their acknowledgement can only prove the prefix
+    /// below `first` durable, even if the log by then holds entries with the
+    /// same index and term again.
+    fn clamp_overwritten_persist_records(&mut self, first: Index) {
+        let below = first - 1;
+        let kept = if below == 0 {
+            None
+        } else {
+            self.log.term(below).map(|term| (below, term))
+        };
+        for record in &mut self.persist_records {
+            if record.1.is_some_and(|(index, _)| index >= first) {
+                record.1 = kept;
+            }
+        }
     }
 
     // ----- Invariants -------------------------------------------------------

@@ -393,3 +393,94 @@ fn follower_log_matches_leader_after_replication() {
     let stored = net.node(2).storage().entries(1, 4, u64::MAX).unwrap();
     assert_eq!(stored, expected, "follower holds the leader's entries durably");
 }
+
+/// Appends `entries` after `(prev_index, prev_term)` from `from` in `term`
+/// with leader commit `commit`, and returns the Ready it causes, unpersisted.
+fn step_append_unpersisted(
+    node: &mut Raft<raftwerk_raft::MemStorage>,
+    from: u64,
+    term: Term,
+    prev: (u64, Term),
+    entries: Vec<Entry>,
+    commit: u64,
+) -> raftwerk_raft::Ready {
+    let message = Message {
+        from,
+        to: node.id(),
+        term,
+        body: MessageBody::Append {
+            prev_index: prev.0,
+            prev_term: prev.1,
+            entries,
+            commit,
+        },
+    };
+    node.step(message).expect("append accepted");
+    node.ready()
+}
+
+/// An asynchronous disk writes readies in order and acknowledges each one
+/// (the `Ready` contract allows acknowledging late). A follower of five
+/// receives 2:2 3:2 from leader 1 (term 2), then 2:3 3:3 from leader 3
+/// (term 3), then 2:2 3:2 4:4 again from leader 1 (term 4). When the disk
+/// acknowledges the first ready, the core checks only that index 3 still has
+/// term 2 in its log — true again after the third overwrite — and marks
+/// 1..=3 durable, although the second ready (2:3 3:3) will be written over
+/// them next. Once it is, the core reads 2:3 3:3 from storage as its own log
+/// and hands them out as committed: uncommitted entries of a deposed leader
+/// are applied (State Machine Safety).
+#[test]
+fn persisted_ack_covers_only_entries_not_overwritten_since() {
+    let voters = [1, 2, 3, 4, 5];
+    let storage = storage_with(
+        &[1],
+        HardState {
+            term: 1,
+            vote: 0,
+            commit: 1,
+        },
+    );
+    let mut follower = Raft::new(harness::config(2, &voters), storage).unwrap();
+    let first = follower.ready();
+    persist(&mut follower, &first);
+    let r1 = step_append_unpersisted(&mut follower, 1, 2, (1, 1), vec![entry(2, 2), entry(3, 2)], 1);
+    let r2 = step_append_unpersisted(&mut follower, 3, 3, (1, 1), vec![entry(2, 3), entry(3, 3)], 1);
+    let r3 = step_append_unpersisted(
+        &mut follower,
+        1,
+        4,
+        (1, 1),
+        vec![entry(2, 2), entry(3, 2), entry(4, 4)],
+        1,
+    );
+    assert_eq!((r1.entries.len(), r2.entries.len(), r3.entries.len()), (2, 2, 3));
+    let newest_log = [(1, 1), (2, 2), (3, 2), (4, 4)];
+
+    persist(&mut follower, &r1);
+    persist(&mut follower, &r2);
+    // Leader 1 committed 4:4 with nodes 4 and 5 and pipelines its commit index.
+    let ready = step_append_unpersisted(&mut follower, 1, 4, (4, 4), vec![], 4);
+    for entry in &ready.committed_entries {
+        assert_eq!(
+            Some(entry.term),
+            newest_log
+                .iter()
+                .find(|(index, _)| *index == entry.index)
+                .map(|(_, term)| *term),
+            "applied an entry the leader never committed: {entry:?}"
+        );
+    }
+    for (index, term) in newest_log {
+        assert_eq!(
+            follower.log_term(index),
+            Some(term),
+            "entry {index}: the core's log must stay the newest one while ready {} is unwritten",
+            r3.seq
+        );
+    }
+    persist(&mut follower, &ready);
+    persist(&mut follower, &r3);
+    for (index, term) in newest_log {
+        assert_eq!(follower.log_term(index), Some(term));
+    }
+}
