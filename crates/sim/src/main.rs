@@ -7,14 +7,17 @@ use raftwerk_sim::{bench, run_seed, SimConfig};
 
 const USAGE: &str = "\
 usage:
-  raftwerk-sim run   --seed S [--nodes N] [--steps K] [--lease MARGIN] [--no-faults] [--trace]
-  raftwerk-sim soak  [--nodes N] [--seeds FIRST..END] [--steps K] [--lease MARGIN]
+  raftwerk-sim run   --seed S [--nodes N] [--steps K] [--lease MARGIN] [--drift PER_MILLE] [--no-faults] [--trace]
+  raftwerk-sim soak  [--nodes N] [--seeds FIRST..END] [--steps K] [--lease MARGIN] [--drift PER_MILLE]
   raftwerk-sim bench [--quick]
 
   run    replays one seeded simulation and prints its report (a failure
          prints the violated invariant and exits 1)
   soak   runs every seed in FIRST..END (default 0..1000) and stops at the
          first failure
+  --lease MARGIN      lease reads with a drift margin of MARGIN ticks
+  --drift PER_MILLE   each node's clock runs at 1000 +/- PER_MILLE ticks per
+                      1000 steps (default 100)
   bench  measures the core in process: throughput by batch size and the
          closed-loop client benchmark";
 
@@ -27,6 +30,7 @@ struct Options {
     faults: bool,
     trace: bool,
     quick: bool,
+    drift: u64,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -39,6 +43,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         faults: true,
         trace: false,
         quick: false,
+        drift: 100,
     };
     let mut iter = args.iter();
     while let Some(flag) = iter.next() {
@@ -62,6 +67,12 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--lease" => {
                 options.read_mode = ReadMode::Lease {
                     drift_margin_ticks: number(&value("--lease")?, "--lease")?,
+                }
+            }
+            "--drift" => {
+                options.drift = number(&value("--drift")?, "--drift")?;
+                if options.drift >= 1000 {
+                    return Err("--drift must be below 1000".to_string());
                 }
             }
             "--no-faults" => options.faults = false,
@@ -95,6 +106,7 @@ fn main() -> ExitCode {
         config.read_mode = options.read_mode;
         config.faults = options.faults;
         config.trace = options.trace;
+        config.clock_drift_per_mille = options.drift;
         config
     };
     match command.as_str() {

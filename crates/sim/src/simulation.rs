@@ -38,6 +38,9 @@ pub struct SimConfig {
     pub read_mode: ReadMode,
     /// Print every event to stderr.
     pub trace: bool,
+    /// Each node's clock runs at a rate drawn from `1000 ± clock_drift_per_mille`
+    /// ticks per 1000 steps (fixed per node and seed).
+    pub clock_drift_per_mille: u64,
 }
 
 impl SimConfig {
@@ -49,6 +52,7 @@ impl SimConfig {
             faults: true,
             read_mode: ReadMode::Safe,
             trace: false,
+            clock_drift_per_mille: 100,
         }
     }
 
@@ -60,8 +64,8 @@ impl SimConfig {
         };
         let calm = if self.faults { "" } else { " --no-faults" };
         format!(
-            "cargo run -p raftwerk-sim --release -- run --seed {} --nodes {} --steps {}{lease}{calm} --trace",
-            self.seed, self.nodes, self.steps
+            "cargo run -p raftwerk-sim --release -- run --seed {} --nodes {} --steps {}{lease}{calm} --drift {} --trace",
+            self.seed, self.nodes, self.steps, self.clock_drift_per_mille
         )
     }
 }
@@ -78,6 +82,7 @@ pub struct SimReport {
     pub crashes: u64,
     pub partitions: u64,
     pub pauses: u64,
+    pub transfers: u64,
     pub messages_sent: u64,
     pub messages_dropped: u64,
     /// Ticks from healing until a leader existed.
@@ -138,6 +143,9 @@ struct SimNode {
     ticks_missed: u64,
     /// Messages that arrived while paused.
     inbox: Vec<Message>,
+    /// Clock speed: ticks per 1000 steps of simulated time.
+    clock_rate_per_mille: u64,
+    clock_accumulator: u64,
 }
 
 impl SimNode {
@@ -187,6 +195,8 @@ pub struct Simulation {
     partition_per_mille: u64,
     pause_per_mille: u64,
     pauses: u64,
+    transfer_per_mille: u64,
+    transfers: u64,
     trace_hash: u64,
     leaders_elected: u64,
     crashes: u64,
@@ -197,6 +207,8 @@ impl Simulation {
     pub fn new(config: SimConfig) -> Self {
         assert!(config.nodes >= 1 && config.nodes <= 9, "1..=9 nodes");
         let mut rng = SeededRng::new(config.seed);
+        // Leadership transfers are operator actions, part of the workload.
+        let transfer_per_mille = if config.faults { rng.range(0, 10) } else { 0 };
         let (faults, disk, crash_per_mille, partition_per_mille, pause_per_mille) = if config.faults {
             (
                 NetworkFaults {
@@ -232,6 +244,13 @@ impl Simulation {
                     paused_until: 0,
                     ticks_missed: 0,
                     inbox: Vec::new(),
+                    clock_rate_per_mille: if config.faults {
+                        let drift = config.clock_drift_per_mille;
+                        1000 - drift.min(999) + rng.range(0, 2 * drift.min(999) + 1)
+                    } else {
+                        1000
+                    },
+                    clock_accumulator: 0,
                 }
             })
             .collect();
@@ -252,6 +271,8 @@ impl Simulation {
             partition_per_mille,
             pause_per_mille,
             pauses: 0,
+            transfer_per_mille,
+            transfers: 0,
             trace_hash: 0,
             leaders_elected: 0,
             crashes: 0,
@@ -280,6 +301,7 @@ impl Simulation {
             crashes: self.crashes,
             partitions: self.partitions,
             pauses: self.pauses,
+            transfers: self.transfers,
             messages_sent: self.network.sent,
             messages_dropped: self.network.dropped,
             ticks_to_leader_after_heal: ticks_to_leader,
@@ -315,10 +337,17 @@ impl Simulation {
         self.client_workload();
         let time = self.time;
         for node in &mut self.nodes {
+            // A drifting clock ticks a little faster or slower than simulated
+            // time: it accumulates its rate and ticks per whole 1000.
+            node.clock_accumulator += node.clock_rate_per_mille;
+            let ticks = node.clock_accumulator / 1000;
+            node.clock_accumulator %= 1000;
             if let Some(raft) = node.active(time) {
-                raft.tick();
+                for _ in 0..ticks {
+                    raft.tick();
+                }
             } else if node.paused_until > time {
-                node.ticks_missed += 1;
+                node.ticks_missed += ticks;
             }
         }
         // Messages held for nodes that were paused arrive after the client
@@ -573,9 +602,42 @@ impl Simulation {
                 self.client_write(position);
             }
         }
-        if self.rng.chance(2, 10) {
-            let position = self.rng.range(0, self.nodes.len() as u64) as usize;
+        if self.rng.chance(3, 10) {
+            // Half the reads go to a node that believes it leads: when an
+            // old leader has not learnt of a new one yet, that is where a
+            // stale read would come from.
+            let leaders: Vec<usize> = (0..self.nodes.len())
+                .filter(|&position| {
+                    self.nodes[position]
+                        .raft
+                        .as_ref()
+                        .is_some_and(|raft| raft.role() == Role::Leader)
+                })
+                .collect();
+            let position = if !leaders.is_empty() && self.rng.chance(1, 2) {
+                leaders[self.rng.range(0, leaders.len() as u64) as usize]
+            } else {
+                self.rng.range(0, self.nodes.len() as u64) as usize
+            };
             self.client_read(position);
+        }
+        if self.rng.chance(self.transfer_per_mille, 1000) {
+            self.transfer_leadership();
+        }
+    }
+
+    /// An operator moves leadership to a random other node.
+    fn transfer_leadership(&mut self) {
+        let Some(leader) = self.current_leader() else {
+            return;
+        };
+        let target = self.rng.range(1, self.nodes.len() as u64 + 1);
+        let time = self.time;
+        if let Some(raft) = self.nodes[leader].active(time) {
+            let from = raft.id();
+            let result = raft.transfer_leadership(target);
+            self.transfers += u64::from(result.is_ok());
+            self.trace(|| format!("transfer leadership {from} -> {target}: {result:?}"));
         }
     }
 

@@ -69,31 +69,33 @@ fn calm_cluster_elects_one_leader_and_acknowledges_writes() {
     assert!(report.writes_acked > 300, "{report:?}");
 }
 
-// Regression seeds. Each one failed before the fix named in the test; the
-// seed reproduces the failing run with the simulator of the commit that
-// added it.
+// Regression seeds. Each one failed before the fix named in the test (the
+// seeds were re-checked against the simulator as it is now: reverting the
+// fix makes them fail again).
 
 /// A follower in replicate state whose appends were all lost kept a full
 /// in-flight window forever: heartbeat responses now free one slot and send
 /// an empty append that makes the follower reject and restart probing.
 #[test]
 fn regression_lost_appends_do_not_stall_a_follower() {
-    run_or_panic(SimConfig::new(18, 3, STEPS));
-    run_or_panic(SimConfig::new(14, 5, STEPS));
+    run_or_panic(SimConfig::new(30, 3, STEPS));
+    run_or_panic(SimConfig::new(31, 5, STEPS));
 }
 
 /// A leader whose followers were all paused never marked the new commit
 /// index as broadcast, so `has_ready` stayed true with nothing to do.
 #[test]
 fn regression_commit_broadcast_with_paused_followers_does_not_livelock() {
-    run_or_panic(SimConfig::new(5, 3, STEPS));
-    run_or_panic(SimConfig::new(27, 5, STEPS));
+    run_or_panic(SimConfig::new(4, 3, STEPS));
+    run_or_panic(SimConfig::new(6, 5, STEPS));
 }
 
 /// Simulator bug: the checker recorded entries of a single node that became
 /// leader in a term whose vote was never made durable; after a crash the
 /// node legitimately reused the term, and the checker reported a false Log
-/// Matching violation. Only durable entries are recorded now.
+/// Matching violation. Only durable entries are recorded now. (Seed 20
+/// reproduced it with the simulator of commit 4ed5e22; the seed is kept as
+/// a single-node crash run.)
 #[test]
 fn regression_single_node_may_reuse_a_term_lost_before_durable() {
     run_or_panic(SimConfig::new(20, 1, STEPS));
