@@ -741,6 +741,20 @@ impl<S: Storage> Raft<S> {
                 self.read_states.push(ReadState { request_id, index });
                 Ok(())
             }
+            other => Self::unexpected_in_role(&other),
+        }
+    }
+
+    /// Answers to requests of a role this node has left (a late vote, an
+    /// append reply after stepping down) are normal and dropped quietly;
+    /// anything else is counted as unexpected.
+    fn unexpected_in_role(body: &MessageBody) -> Result<(), RejectReason> {
+        match body {
+            MessageBody::VoteResponse { .. }
+            | MessageBody::PreVoteResponse { .. }
+            | MessageBody::AppendResponse { .. }
+            | MessageBody::HeartbeatResponse { .. }
+            | MessageBody::ReadIndexResponse { .. } => Ok(()),
             _ => Err(RejectReason::UnexpectedInRole),
         }
     }
@@ -764,7 +778,7 @@ impl<S: Storage> Raft<S> {
                 self.record_vote(from, granted);
                 Ok(())
             }
-            _ => Err(RejectReason::UnexpectedInRole),
+            other => Self::unexpected_in_role(&other),
         }
     }
 
@@ -813,7 +827,7 @@ impl<S: Storage> Raft<S> {
             MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
                 Err(RejectReason::Malformed("second leader in one term"))
             }
-            _ => Err(RejectReason::UnexpectedInRole),
+            other => Self::unexpected_in_role(&other),
         }
     }
 
