@@ -645,6 +645,11 @@ impl<S: Storage> Raft<S> {
 
     /// Rejects messages whose fields cannot be right whatever our state.
     fn validate_shape(&self, m: &Message) -> Result<(), RejectReason> {
+        if m.term == Term::MAX {
+            // No real cluster gets there; adopting it would leave no next
+            // term to campaign in.
+            return Err(RejectReason::Malformed("term at its maximum"));
+        }
         match &m.body {
             MessageBody::Append {
                 prev_index,

@@ -298,3 +298,15 @@ fn proposal_over_entry_bytes_max_is_refused() {
         "the limit itself is allowed"
     );
 }
+
+#[test]
+fn message_with_maximum_term_is_rejected_without_state_change() {
+    let mut node = follower();
+    let message = Message {
+        from: 1,
+        to: 2,
+        term: u64::MAX,
+        body: MessageBody::Heartbeat { commit: 2, read_seq: 9 },
+    };
+    assert_rejected_unchanged(&mut node, message, RejectReason::Malformed("term at its maximum"));
+}
