@@ -1,12 +1,20 @@
 //! Errors at the core's API boundaries, one enum per operation, each variant
 //! carrying what the caller needs to act (for example the leader to retry at).
 
-use crate::types::{Index, NodeId};
+use crate::types::{Index, NodeId, NO_NODE};
+
+fn not_leader_text(leader_hint: NodeId) -> String {
+    if leader_hint == NO_NODE {
+        "not the leader, and no leader is known".to_string()
+    } else {
+        format!("not the leader; node {leader_hint} leads")
+    }
+}
 
 /// Why a proposal was refused. Nothing was appended when this is returned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProposeError {
-    #[error("not the leader (leader hint: {leader_hint})")]
+    #[error("{}", not_leader_text(*leader_hint))]
     NotLeader { leader_hint: NodeId },
     #[error("leadership transfer to {target} in progress")]
     TransferInProgress { target: NodeId },
@@ -28,7 +36,7 @@ pub enum ReadError {
 /// Why a leadership transfer could not be started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransferError {
-    #[error("not the leader (leader hint: {leader_hint})")]
+    #[error("{}", not_leader_text(*leader_hint))]
     NotLeader { leader_hint: NodeId },
     #[error("node {0} is already the leader")]
     AlreadyLeader(NodeId),
