@@ -79,6 +79,10 @@ pub enum ConfigError {
     LeaseWithoutCheckQuorum,
     #[error("lease drift margin ({margin}) must be below election_ticks ({election})")]
     LeaseMarginTooLarge { margin: u64, election: u64 },
+    #[error(
+        "applied index {applied} is beyond the stored log (last index {last_index}): state machine and log disagree"
+    )]
+    AppliedBeyondLog { applied: Index, last_index: Index },
 }
 
 impl Config {

@@ -29,20 +29,33 @@ pub struct RaftLog<S> {
 
 impl<S: Storage> RaftLog<S> {
     /// Opens the log over `storage`; `applied` is what the state machine
-    /// already holds (0 for a fresh one).
-    pub fn new(storage: S, applied: Index) -> Self {
+    /// already holds (0 for a fresh one). Applied entries were committed and
+    /// locally durable when handed out, so the commit index starts at least
+    /// there even if the stored hard state lags (it may be written after the
+    /// entries were applied).
+    ///
+    /// # Errors
+    /// `applied` beyond the stored log: the state machine holds entries this
+    /// log does not, so the two belong to different histories.
+    pub fn new(storage: S, applied: Index) -> Result<Self, StorageError> {
         let last = storage.last_index();
         let first = storage.first_index();
-        let commit = storage.hard_state().commit.min(last);
-        let applied = applied.max(first - 1).min(commit);
-        RaftLog {
+        if applied > last {
+            return Err(StorageError::Unavailable {
+                index: applied,
+                last_index: last,
+            });
+        }
+        let applied = applied.max(first - 1);
+        let commit = storage.hard_state().commit.min(last).max(applied);
+        Ok(RaftLog {
             storage,
             unstable: Vec::new(),
             offset: last + 1,
             emitted: last,
             commit,
             applied,
-        }
+        })
     }
 
     pub fn storage(&self) -> &S {
@@ -316,7 +329,7 @@ mod tests {
             .map(|(i, t)| entry(i as Index + 1, *t))
             .collect();
         storage.append(&entries);
-        RaftLog::new(storage, 0)
+        RaftLog::new(storage, 0).unwrap()
     }
 
     #[test]

@@ -94,6 +94,11 @@ pub struct Progress {
     pub recent_active: bool,
     /// Highest `read_seq` this member echoed in a heartbeat response.
     pub read_seq_acked: u64,
+    /// Match index when the previous heartbeat answer arrived; no change
+    /// since then while behind means appends in flight were lost.
+    pub match_at_heartbeat: Index,
+    /// Highest commit index sent to this member in an append.
+    pub commit_sent: Index,
     pub inflights: Inflights,
 }
 
@@ -107,6 +112,8 @@ impl Progress {
             probe_sent: false,
             recent_active: false,
             read_seq_acked: 0,
+            match_at_heartbeat: 0,
+            commit_sent: 0,
             inflights: Inflights::new(messages_max, bytes_max),
         }
     }

@@ -30,6 +30,19 @@ use crate::types::{
 /// extending the lease.
 const HEARTBEAT_ROUNDS_MAX: usize = 64;
 
+/// When `send_append` sends a message without entries (a probe in probe
+/// state is always sent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AppendMode {
+    /// Only with entries.
+    Entries,
+    /// With entries, or empty when the follower lacks the commit index.
+    EntriesOrCommit,
+    /// Always: an empty append at `next` detects lost appends (the follower
+    /// rejects it if it lacks entries below).
+    Always,
+}
+
 /// What a campaign starts with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Campaign {
@@ -61,6 +74,9 @@ pub struct Stats {
     pub commit_beyond_log: u64,
     /// Forwarded reads dropped because too many were pending.
     pub reads_dropped: u64,
+    /// Appends not sent because the follower needs compacted entries
+    /// (snapshot transfer is not implemented yet).
+    pub snapshot_needed: u64,
 }
 
 /// A snapshot of a node's state for observers and tests.
@@ -131,8 +147,10 @@ pub struct Raft<S: Storage> {
     last_persist_seq: u64,
     /// The last ready that carried a new term or vote.
     last_term_persist_seq: u64,
-    /// Storage held a term when this node was built (a restart).
-    restarted_with_term: bool,
+    /// Ticks since this node last accepted an append or heartbeat from a
+    /// leader (or was leader). Unlike `election_elapsed` it survives term
+    /// changes: it is the promise behind check-quorum leases.
+    leader_heard_elapsed: u64,
     /// `(ready seq, last entry index and term it carried)`.
     persist_records: VecDeque<(u64, Option<(Index, Term)>)>,
     emitted_hard_state: HardState,
@@ -149,7 +167,13 @@ impl<S: Storage> Raft<S> {
     pub fn new(config: Config, storage: S) -> Result<Self, ConfigError> {
         config.validate()?;
         let hard_state = storage.hard_state();
-        let log = RaftLog::new(storage, config.applied);
+        let last_index = storage.last_index();
+        let log = RaftLog::new(storage, config.applied).map_err(|_| ConfigError::AppliedBeyondLog {
+            applied: config.applied,
+            last_index,
+        })?;
+        let restarted_with_term = hard_state.term > 0;
+        let lease_mode = matches!(config.read_mode, ReadMode::Lease { .. });
         let mut voters = config.voters.clone();
         voters.sort_unstable();
         let mut raft = Raft {
@@ -186,7 +210,16 @@ impl<S: Storage> Raft<S> {
             persisted_seq: 0,
             last_persist_seq: 0,
             last_term_persist_seq: 0,
-            restarted_with_term: hard_state.term > 0,
+            // With lease reads, a restarted node cannot know whether it
+            // heard from a leader within the last election timeout before it
+            // stopped, so it starts as if it just had: a leader's lease then
+            // holds across follower restarts. (A node that never persisted a
+            // term never acknowledged a heartbeat: those replies wait for it.)
+            leader_heard_elapsed: if lease_mode && restarted_with_term {
+                0
+            } else {
+                config.election_ticks
+            },
             persist_records: VecDeque::new(),
             emitted_hard_state: hard_state,
             emitted_soft_state: SoftState {
@@ -328,6 +361,7 @@ impl<S: Storage> Raft<S> {
     /// and candidates, heartbeats and check-quorum for the leader.
     pub fn tick(&mut self) {
         self.ticks += 1;
+        self.leader_heard_elapsed = self.leader_heard_elapsed.saturating_add(1);
         if self.role == Role::Leader {
             self.tick_leader();
         } else {
@@ -350,6 +384,7 @@ impl<S: Storage> Raft<S> {
     }
 
     fn tick_leader(&mut self) {
+        self.leader_heard_elapsed = 0;
         self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
         if self.transfer_target != NO_NODE {
@@ -495,7 +530,7 @@ impl<S: Storage> Raft<S> {
         if caught_up {
             self.send_timeout_now(target);
         } else {
-            self.send_append(target, true);
+            self.send_append(target, AppendMode::Always);
         }
         self.debug_check();
         Ok(())
@@ -558,14 +593,16 @@ impl<S: Storage> Raft<S> {
         }
         self.validate_shape(&m)?;
 
+        let transfer = matches!(m.body, MessageBody::Vote { transfer: true, .. });
+        let is_vote = matches!(m.body, MessageBody::Vote { .. } | MessageBody::PreVote { .. });
+        if m.term >= self.term && is_vote && !transfer && self.in_lease() {
+            // Check-quorum lease: we heard from a live leader within an
+            // election timeout, so this candidate is disruptive. The check
+            // holds whatever term we learnt since (a reply can raise our
+            // term without a leader), or leases would break.
+            return Err(RejectReason::InsideLease);
+        }
         if m.term > self.term {
-            let transfer = matches!(m.body, MessageBody::Vote { transfer: true, .. });
-            let is_vote = matches!(m.body, MessageBody::Vote { .. } | MessageBody::PreVote { .. });
-            if is_vote && !transfer && self.in_lease() {
-                // Check-quorum lease: we heard from a live leader within an
-                // election timeout, so this candidate is disruptive.
-                return Err(RejectReason::InsideLease);
-            }
             match m.body {
                 MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { granted: true } => {}
                 MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::TimeoutNow => {
@@ -698,21 +735,11 @@ impl<S: Storage> Raft<S> {
         }
     }
 
+    /// Check-quorum lease: this node heard from a live leader (or led)
+    /// within an election timeout, so it promises not to help elect another.
     fn in_lease(&self) -> bool {
-        if !self.config.check_quorum {
-            return false;
-        }
-        if self.leader != NO_NODE && self.election_elapsed < self.config.election_ticks {
-            return true;
-        }
-        // With lease reads, a restarted node cannot know whether it heard
-        // from a leader within the last election timeout before it stopped,
-        // so it behaves as if it had: a leader's lease then holds across
-        // follower restarts. (A node that never persisted a term never
-        // acknowledged a heartbeat: those replies wait for the term.)
-        matches!(self.config.read_mode, ReadMode::Lease { .. })
-            && self.restarted_with_term
-            && self.ticks < self.config.election_ticks
+        self.config.check_quorum
+            && (self.role == Role::Leader || self.leader_heard_elapsed < self.config.election_ticks)
     }
 
     fn step_follower(&mut self, from: NodeId, body: MessageBody) -> Result<(), RejectReason> {
@@ -724,17 +751,19 @@ impl<S: Storage> Raft<S> {
                 commit,
             } => {
                 self.election_elapsed = 0;
+                self.leader_heard_elapsed = 0;
                 self.leader = from;
                 self.handle_append(from, prev_index, prev_term, entries, commit)
             }
             MessageBody::Heartbeat { commit, read_seq } => {
                 self.election_elapsed = 0;
+                self.leader_heard_elapsed = 0;
                 self.leader = from;
                 self.handle_heartbeat(from, commit, read_seq);
                 Ok(())
             }
             MessageBody::TimeoutNow => {
-                if !self.is_voter() {
+                if !self.is_voter() || from != self.leader {
                     return Err(RejectReason::UnexpectedInRole);
                 }
                 self.campaign(Campaign::Transfer);
@@ -796,6 +825,9 @@ impl<S: Storage> Raft<S> {
                 hint_term,
             } => self.handle_append_response(from, reject, index, hint_index, hint_term),
             MessageBody::HeartbeatResponse { read_seq } => {
+                if read_seq > self.heartbeat_round {
+                    return Err(RejectReason::Malformed("heartbeat round never sent"));
+                }
                 let last = self.log.last_index();
                 let Some(pr) = self.progress_mut(from) else {
                     return Err(RejectReason::UnknownSender);
@@ -805,17 +837,22 @@ impl<S: Storage> Raft<S> {
                     pr.read_seq_acked = read_seq;
                 }
                 // A heartbeat answer shows the follower is reachable: let a
-                // paused probe try again, and free one slot of a full
-                // window whose appends may have been lost.
+                // paused probe try again.
                 pr.probe_sent = false;
-                if pr.state == ProgressState::Replicate && pr.inflights.is_full() {
-                    pr.inflights.free_first();
-                }
+                // No progress since the previous answer while behind: the
+                // appends in flight were probably lost.
+                let stalled = pr.match_index == pr.match_at_heartbeat;
+                pr.match_at_heartbeat = pr.match_index;
                 let behind = pr.match_index < last;
-                if behind {
+                if behind && stalled {
+                    if pr.state == ProgressState::Replicate && pr.inflights.is_full() {
+                        pr.inflights.free_first();
+                    }
                     // An empty append at `next` makes a follower that lost
                     // appends reject it, which restarts probing from its log.
-                    self.send_append(from, true);
+                    self.send_append(from, AppendMode::Always);
+                } else if behind {
+                    self.send_append(from, AppendMode::Entries);
                 }
                 self.confirm_reads();
                 Ok(())
@@ -935,7 +972,7 @@ impl<S: Storage> Raft<S> {
             };
             pr.recent_active = true;
             if pr.on_append_rejected(index, next) {
-                self.send_append(from, true);
+                self.send_append(from, AppendMode::Always);
             }
             return Ok(());
         }
@@ -962,7 +999,7 @@ impl<S: Storage> Raft<S> {
             return Ok(());
         }
         // Keep the pipeline full for this follower.
-        while self.send_append(from, false) {}
+        while self.send_append(from, AppendMode::Entries) {}
         if from == self.transfer_target && match_index == self.log.last_index() {
             self.send_timeout_now(from);
         }
@@ -1132,7 +1169,7 @@ impl<S: Storage> Raft<S> {
 
     /// Sends the next append to `to` if its progress allows. Returns whether
     /// a message carrying entries was sent.
-    fn send_append(&mut self, to: NodeId, send_if_empty: bool) -> bool {
+    fn send_append(&mut self, to: NodeId, mode: AppendMode) -> bool {
         let last = self.log.last_index();
         let commit = self.log.commit;
         let bytes_max = self.config.message_bytes_max;
@@ -1145,28 +1182,42 @@ impl<S: Storage> Raft<S> {
         }
         let next = pr.next_index;
         let prev_index = next - 1;
-        let prev_term = match self.log.term_checked(prev_index) {
-            Ok(term) => term,
-            // Snapshots arrive with log compaction; until then the whole log
-            // is always available.
-            Err(error) => panic!("log entry {prev_index} unavailable for follower {to}: {error}"),
+        let entries = match self.log.term_checked(prev_index) {
+            Ok(_) if next > last => Ok(Vec::new()),
+            Ok(_) => self.log.entries(next, last + 1, bytes_max),
+            Err(error) => Err(error),
         };
-        let entries = if next <= last {
-            match self.log.entries(next, last + 1, bytes_max) {
-                Ok(entries) => entries,
-                Err(error) => panic!("log entries from {next} unavailable for follower {to}: {error}"),
+        let (prev_term, entries) = match (self.log.term_checked(prev_index), entries) {
+            (Ok(prev_term), Ok(entries)) => (prev_term, entries),
+            (Err(StorageError::Compacted { .. }), _) | (_, Err(StorageError::Compacted { .. })) => {
+                // The follower needs entries compacted into a snapshot.
+                // Snapshot transfer is not implemented yet: hold this
+                // follower (a heartbeat answer retries) and count it.
+                self.progress[at].probe_sent = true;
+                self.progress[at].state = ProgressState::Probe;
+                self.stats.snapshot_needed += 1;
+                return false;
             }
-        } else {
-            Vec::new()
+            (Err(error), _) | (_, Err(error)) => {
+                panic!("node {}: log storage failed for follower {to}: {error}", self.id)
+            }
         };
-        let is_probe = pr.state == ProgressState::Probe;
-        if entries.is_empty() && !send_if_empty && !is_probe {
+        let is_probe = self.progress[at].state == ProgressState::Probe;
+        // An empty append in replicate state only carries the commit index:
+        // skip it when the follower already has that.
+        let commit_known = self.progress[at].commit_sent >= commit;
+        let send_empty = match mode {
+            AppendMode::Entries => false,
+            AppendMode::EntriesOrCommit => !commit_known,
+            AppendMode::Always => true,
+        };
+        if entries.is_empty() && !is_probe && !send_empty {
             return false;
         }
+        self.progress[at].commit_sent = self.progress[at].commit_sent.max(commit);
         let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
         let last_sent = entries.last().map(|entry| entry.index);
         self.progress[at].on_append_sent(last_sent, bytes);
-        self.commit_broadcast = self.commit_broadcast.max(commit);
         self.messages.push(Message {
             from: self.id,
             to,
@@ -1182,10 +1233,14 @@ impl<S: Storage> Raft<S> {
     }
 
     fn broadcast_append(&mut self) {
-        let send_if_empty = self.log.commit > self.commit_broadcast;
+        let mode = if self.log.commit > self.commit_broadcast {
+            AppendMode::EntriesOrCommit
+        } else {
+            AppendMode::Entries
+        };
         for at in 0..self.progress.len() {
             let to = self.progress[at].id;
-            while self.send_append(to, send_if_empty) {
+            while self.send_append(to, mode) {
                 if self.progress[at].next_index > self.log.last_index() {
                     break;
                 }

@@ -181,7 +181,9 @@ pub struct ReadState {
 ///    `Raft::on_persisted(seq)` — readies are persisted in `seq` order;
 /// 2. send `messages` at any time (they never depend on unpersisted state:
 ///    messages that do are held by the core until `on_persisted`);
-/// 3. apply `committed_entries` in order (they are always locally durable);
+/// 3. apply `committed_entries` in order (they are always locally durable,
+///    so they may be applied before this ready's hard state is written; a
+///    restart with `Config::applied` above the stored commit is fine);
 /// 4. answer `read_states` once their index is applied.
 #[derive(Debug, Default)]
 pub struct Ready {

@@ -197,6 +197,8 @@ pub struct Simulation {
     pauses: u64,
     transfer_per_mille: u64,
     transfers: u64,
+    /// The state machine survives crashes (restart with `Config::applied`).
+    durable_state_machine: bool,
     trace_hash: u64,
     leaders_elected: u64,
     crashes: u64,
@@ -209,6 +211,7 @@ impl Simulation {
         let mut rng = SeededRng::new(config.seed);
         // Leadership transfers are operator actions, part of the workload.
         let transfer_per_mille = if config.faults { rng.range(0, 10) } else { 0 };
+        let durable_state_machine = rng.chance(1, 2);
         let (faults, disk, crash_per_mille, partition_per_mille, pause_per_mille) = if config.faults {
             (
                 NetworkFaults {
@@ -273,6 +276,7 @@ impl Simulation {
             pauses: 0,
             transfer_per_mille,
             transfers: 0,
+            durable_state_machine,
             trace_hash: 0,
             leaders_elected: 0,
             crashes: 0,
@@ -537,7 +541,10 @@ impl Simulation {
         node.ticks_missed = 0;
         node.inbox.clear();
         node.restart_at = restart_at;
-        node.applied = 0;
+        if !self.durable_state_machine {
+            // A volatile state machine is rebuilt from the log on restart.
+            node.applied = 0;
+        }
         let id = node.id;
         node.reads_waiting.clear();
         // Clients connected to the crashed node lose their answers: their
@@ -564,7 +571,9 @@ impl Simulation {
         let storage = node.storage_while_down.take().expect("a down node keeps its storage");
         node.restarts += 1;
         let seed = self.config.seed ^ mix(node.id) ^ node.restarts;
-        let mut config = node_config(&self.config, node.id, &voters, 0);
+        // A durable state machine (as the server's redb one) restarts where
+        // it stopped, possibly above the stored commit index.
+        let mut config = node_config(&self.config, node.id, &voters, node.applied);
         config.seed = seed;
         let stored = storage
             .entries(1, storage.last_index() + 1, u64::MAX)
