@@ -22,8 +22,12 @@ pub enum ReadMode {
 pub struct Config {
     /// This node's id; never [`NO_NODE`].
     pub id: NodeId,
-    /// The voting members, including this node when it votes.
+    /// The bootstrap voters: the cluster's initial members. Every node of a
+    /// cluster, including one that joins later, is given the same bootstrap
+    /// configuration; changes since come from the log.
     pub voters: Vec<NodeId>,
+    /// The bootstrap learners (non-voting members).
+    pub learners: Vec<NodeId>,
     /// Minimum election timeout T in ticks; the actual timeout is drawn
     /// uniformly from `[T, 2T)` at every reset (§5.2).
     pub election_ticks: u64,
@@ -63,9 +67,9 @@ pub struct Config {
 pub enum ConfigError {
     #[error("node id must not be 0")]
     ZeroId,
-    #[error("voter id must not be 0")]
+    #[error("member id must not be 0")]
     ZeroVoter,
-    #[error("voter {0} is listed twice")]
+    #[error("member {0} is listed twice")]
     DuplicateVoter(NodeId),
     #[error("the voter list is empty")]
     NoVoters,
@@ -91,6 +95,7 @@ impl Config {
         Config {
             id,
             voters,
+            learners: Vec::new(),
             election_ticks: 10,
             heartbeat_ticks: 1,
             check_quorum: true,
@@ -125,6 +130,14 @@ impl Config {
             }
             if !seen.insert(voter) {
                 return Err(ConfigError::DuplicateVoter(voter));
+            }
+        }
+        for &learner in &self.learners {
+            if learner == NO_NODE {
+                return Err(ConfigError::ZeroVoter);
+            }
+            if !seen.insert(learner) {
+                return Err(ConfigError::DuplicateVoter(learner));
             }
         }
         if self.heartbeat_ticks == 0 {

@@ -3,7 +3,7 @@
 
 use crate::types::{Index, NodeId, NO_NODE};
 
-fn not_leader_text(leader_hint: NodeId) -> String {
+pub(crate) fn not_leader_text(leader_hint: NodeId) -> String {
     if leader_hint == NO_NODE {
         "not the leader, and no leader is known".to_string()
     } else {

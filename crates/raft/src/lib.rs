@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod configuration;
 pub mod errors;
 pub mod log;
 pub mod progress;
@@ -19,6 +20,7 @@ pub mod storage;
 pub mod types;
 
 pub use config::{Config, ConfigError, ReadMode};
+pub use configuration::{ConfChange, ConfChangeError, ConfChangeOp, Configuration};
 pub use errors::{ProposeError, ReadError, RejectReason, TransferError};
 pub use raft::{Raft, Stats, Status};
 pub use rng::SeededRng;

@@ -17,6 +17,7 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use crate::config::{Config, ConfigError, ReadMode};
+use crate::configuration::{ConfChange, ConfChangeError, ConfChangeOp, Configuration, VoteResult};
 use crate::errors::{ProposeError, ReadError, RejectReason, TransferError};
 use crate::log::RaftLog;
 use crate::progress::{Progress, ProgressState};
@@ -77,6 +78,9 @@ pub struct Stats {
     /// Appends not sent because the follower needs compacted entries
     /// (snapshot transfer is not implemented yet).
     pub snapshot_needed: u64,
+    /// Committed configuration changes that did not fit the configuration
+    /// they were applied to (left without effect on every node alike).
+    pub conf_changes_ignored: u64,
 }
 
 /// A snapshot of a node's state for observers and tests.
@@ -99,8 +103,13 @@ pub struct Status {
 pub struct Raft<S: Storage> {
     id: NodeId,
     config: Config,
-    /// Sorted voter ids, including this node when it votes.
-    voters: Vec<NodeId>,
+    /// The membership in force: the bootstrap configuration plus every
+    /// configuration change applied so far.
+    configuration: Configuration,
+    /// Leader: index of the last configuration change proposed; another is
+    /// refused until it is applied (one change at a time; a new leader sets
+    /// it to its first entry, the 2015 fix).
+    pending_conf_index: Index,
     term: Term,
     vote: NodeId,
     role: Role,
@@ -174,11 +183,26 @@ impl<S: Storage> Raft<S> {
         })?;
         let restarted_with_term = hard_state.term > 0;
         let lease_mode = matches!(config.read_mode, ReadMode::Lease { .. });
-        let mut voters = config.voters.clone();
-        voters.sort_unstable();
+        let mut configuration = Configuration::new(config.voters.clone(), config.learners.clone());
+        // The configuration in force is the bootstrap one plus every change
+        // already applied; later ones are applied again as they are handed out.
+        let replay =
+            log.entries(log.first_index(), log.applied + 1, u64::MAX)
+                .map_err(|_| ConfigError::AppliedBeyondLog {
+                    applied: config.applied,
+                    last_index,
+                })?;
+        let mut conf_changes_ignored = 0;
+        for entry in replay.iter().filter(|entry| entry.kind == EntryKind::ConfChange) {
+            match ConfChange::decode(&entry.data).map(|change| configuration.apply(&change)) {
+                Ok(Ok(next)) => configuration = next,
+                _ => conf_changes_ignored += 1,
+            }
+        }
         let mut raft = Raft {
             id: config.id,
-            voters,
+            configuration,
+            pending_conf_index: 0,
             term: hard_state.term,
             vote: hard_state.vote,
             role: Role::Follower,
@@ -227,7 +251,10 @@ impl<S: Storage> Raft<S> {
                 leader: NO_NODE,
                 term: hard_state.term,
             },
-            stats: Stats::default(),
+            stats: Stats {
+                conf_changes_ignored,
+                ..Stats::default()
+            },
             config,
         };
         raft.emitted_hard_state = raft.hard_state();
@@ -254,8 +281,9 @@ impl<S: Storage> Raft<S> {
         self.leader
     }
 
-    pub fn voters(&self) -> &[NodeId] {
-        &self.voters
+    /// The membership in force.
+    pub fn configuration(&self) -> &Configuration {
+        &self.configuration
     }
 
     pub fn config(&self) -> &Config {
@@ -337,15 +365,28 @@ impl<S: Storage> Raft<S> {
     }
 
     fn is_voter(&self) -> bool {
-        self.voters.binary_search(&self.id).is_ok()
+        self.configuration.is_voter(self.id)
     }
 
     fn is_member(&self, id: NodeId) -> bool {
-        self.voters.binary_search(&id).is_ok()
+        self.configuration.is_member(id)
     }
 
-    fn quorum(&self) -> usize {
-        self.voters.len() / 2 + 1
+    /// This node is the only voter: it decides alone.
+    fn is_single_voter(&self) -> bool {
+        !self.configuration.is_joint() && self.configuration.voters == [self.id]
+    }
+
+    /// Match index of a member as the leader sees it; its own log counts
+    /// only once durable.
+    fn match_of(&self, id: NodeId) -> Index {
+        if id == self.id {
+            return self.log.persisted_index();
+        }
+        match self.progress.binary_search_by_key(&id, |pr| pr.id) {
+            Ok(at) => self.progress[at].match_index,
+            Err(_) => 0,
+        }
     }
 
     fn progress_mut(&mut self, id: NodeId) -> Option<&mut Progress> {
@@ -398,8 +439,15 @@ impl<S: Storage> Raft<S> {
         if self.election_elapsed >= self.config.election_ticks {
             self.election_elapsed = 0;
             if self.config.check_quorum {
-                let active = 1 + self.progress.iter().filter(|pr| pr.recent_active).count();
-                if active < self.quorum() {
+                let progress = &self.progress;
+                let id = self.id;
+                let active = self.configuration.has_quorum(|member| {
+                    member == id
+                        || progress
+                            .binary_search_by_key(&member, |pr| pr.id)
+                            .is_ok_and(|at| progress[at].recent_active)
+                });
+                if !active {
                     // Check-quorum (§6.2): a leader cut off from a majority
                     // steps down instead of serving stale reads.
                     self.become_follower(self.term, NO_NODE);
@@ -470,12 +518,119 @@ impl<S: Storage> Raft<S> {
             }));
         let end = self.log.last_index() + 1;
         self.needs_broadcast = true;
-        if self.voters.len() == 1 {
+        if self.is_single_voter() {
             // A single voter commits on its own durability alone.
             self.maybe_commit();
         }
         self.debug_check();
         Ok(first..end)
+    }
+
+    /// Proposes a membership change (leader only). One change at a time: a
+    /// second is refused until the first is applied, and a new leader
+    /// accepts none until it has applied its first entry. A change of more
+    /// than one voter goes through the joint configuration, which the leader
+    /// leaves by itself once the joint entry is applied. A learner is
+    /// promoted only once its match index reached the commit index.
+    ///
+    /// # Errors
+    /// See [`ConfChangeError`]; nothing is proposed on error.
+    pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<Index, ConfChangeError> {
+        if self.role != Role::Leader {
+            return Err(ConfChangeError::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        if self.transfer_target != NO_NODE {
+            return Err(ConfChangeError::TransferInProgress {
+                target: self.transfer_target,
+            });
+        }
+        if self.pending_conf_index > self.log.applied {
+            return Err(ConfChangeError::InProgress {
+                pending_index: self.pending_conf_index,
+            });
+        }
+        // Validate against the configuration the entry will be applied to:
+        // with no change pending, that is the one in force.
+        self.configuration.apply(&change)?;
+        for op in &change.ops {
+            if let ConfChangeOp::AddVoter(id) = *op {
+                let match_index = self.match_of(id);
+                if self.configuration.is_learner(id) && match_index < self.log.commit {
+                    return Err(ConfChangeError::LearnerNotCaughtUp {
+                        id,
+                        match_index,
+                        commit: self.log.commit,
+                    });
+                }
+            }
+        }
+        let index = self.append_conf_change(&change);
+        self.debug_check();
+        Ok(index)
+    }
+
+    fn append_conf_change(&mut self, change: &ConfChange) -> Index {
+        let index = self.log.last_index() + 1;
+        self.log.append([Entry {
+            term: self.term,
+            index,
+            kind: EntryKind::ConfChange,
+            data: Bytes::from(change.encode()),
+        }]);
+        self.pending_conf_index = index;
+        self.needs_broadcast = true;
+        if self.is_single_voter() {
+            self.maybe_commit();
+        }
+        index
+    }
+
+    /// Applies a committed configuration change as it is handed out, the
+    /// same on every node at the same log position.
+    fn apply_conf_change(&mut self, entry: &Entry) {
+        let next = match ConfChange::decode(&entry.data).map(|change| self.configuration.apply(&change)) {
+            Ok(Ok(next)) => next,
+            _ => {
+                self.stats.conf_changes_ignored += 1;
+                return;
+            }
+        };
+        self.configuration = next;
+        if self.role != Role::Leader {
+            return;
+        }
+        let members = self.configuration.members();
+        let next_index = self.log.last_index() + 1;
+        let (messages_max, bytes_max) = (self.config.inflight_messages_max, self.config.inflight_bytes_max);
+        self.progress.retain(|pr| members.binary_search(&pr.id).is_ok());
+        for member in members {
+            if member != self.id && self.progress.binary_search_by_key(&member, |pr| pr.id).is_err() {
+                let mut pr = Progress::new(member, next_index, messages_max, bytes_max);
+                pr.recent_active = true;
+                let at = self.progress.partition_point(|other| other.id < member);
+                self.progress.insert(at, pr);
+            }
+        }
+        if self.transfer_target != NO_NODE && !self.configuration.is_voter(self.transfer_target) {
+            self.transfer_target = NO_NODE;
+        }
+        self.needs_broadcast = true;
+        if self.configuration.is_joint() {
+            // Leave the joint configuration as soon as it is in force
+            // (etcd's automatic leave).
+            if self.pending_conf_index <= entry.index {
+                self.append_conf_change(&ConfChange::default());
+            }
+        } else if !self.configuration.is_voter(self.id) {
+            // Removed (or demoted): the change is committed, so hand over by
+            // stepping down and falling silent; the others elect a leader.
+            self.become_follower(self.term, NO_NODE);
+            return;
+        }
+        // The quorum changed: entries may now be committed.
+        self.maybe_commit();
     }
 
     /// Starts a linearizable read. A `ReadState` with `request_id` appears in
@@ -513,7 +668,7 @@ impl<S: Storage> Raft<S> {
         if target == self.id {
             return Err(TransferError::AlreadyLeader(target));
         }
-        if !self.is_member(target) {
+        if !self.configuration.is_voter(target) {
             return Err(TransferError::NotAVoter(target));
         }
         if self.transfer_target != NO_NODE {
@@ -588,7 +743,18 @@ impl<S: Storage> Raft<S> {
         if m.to != self.id {
             return Err(RejectReason::WrongRecipient);
         }
-        if m.from == self.id || !self.is_member(m.from) {
+        if m.from == self.id || m.from == NO_NODE {
+            return Err(RejectReason::UnknownSender);
+        }
+        // A node that has not yet applied the change adding a leader (it
+        // may be joining with the bootstrap configuration) must still hear
+        // it; anything else from a non-member is refused, so a removed node
+        // can never start an election among members.
+        let from_leader = matches!(
+            m.body,
+            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::ReadIndexResponse { .. }
+        );
+        if !from_leader && !self.is_member(m.from) {
             return Err(RejectReason::UnknownSender);
         }
         self.validate_shape(&m)?;
@@ -720,6 +886,9 @@ impl<S: Storage> Raft<S> {
                     }
                     if entry.kind == EntryKind::Empty && !entry.data.is_empty() {
                         return Err(RejectReason::Malformed("empty entry with data"));
+                    }
+                    if entry.kind == EntryKind::ConfChange && ConfChange::decode(&entry.data).is_err() {
+                        return Err(RejectReason::Malformed("undecodable configuration change"));
                     }
                     last_term = entry.term;
                 }
@@ -1009,19 +1178,9 @@ impl<S: Storage> Raft<S> {
     /// Advances the commit index to the highest index a quorum holds durably,
     /// if that entry is from the current term (§5.4.2, Figure 8).
     fn maybe_commit(&mut self) -> bool {
-        let mut matches: Vec<Index> = Vec::with_capacity(self.voters.len());
-        for &voter in &self.voters {
-            if voter == self.id {
-                // The leader counts its own log only once it is durable.
-                matches.push(self.log.persisted_index());
-            } else if let Ok(at) = self.progress.binary_search_by_key(&voter, |pr| pr.id) {
-                matches.push(self.progress[at].match_index);
-            } else {
-                matches.push(0);
-            }
-        }
-        matches.sort_unstable_by(|a, b| b.cmp(a));
-        let quorum_index = matches[self.quorum() - 1];
+        // The leader counts its own log only once it is durable; while joint
+        // both halves need a majority.
+        let quorum_index = self.configuration.committed_index(|id| self.match_of(id));
         if quorum_index <= self.log.commit {
             return false;
         }
@@ -1060,7 +1219,7 @@ impl<S: Storage> Raft<S> {
             return Ok(());
         }
         let index = self.log.commit;
-        if self.voters.len() == 1 {
+        if self.is_single_voter() {
             self.answer_read(from, request_id, index);
             return Ok(());
         }
@@ -1092,18 +1251,15 @@ impl<S: Storage> Raft<S> {
     /// Releases reads whose heartbeat round a quorum acknowledged, and
     /// extends the lease from the newest such round.
     fn confirm_reads(&mut self) {
-        let mut acked: Vec<u64> = Vec::with_capacity(self.voters.len());
-        for &voter in &self.voters {
-            if voter == self.id {
-                acked.push(self.heartbeat_round);
-            } else if let Ok(at) = self.progress.binary_search_by_key(&voter, |pr| pr.id) {
-                acked.push(self.progress[at].read_seq_acked);
-            } else {
-                acked.push(0);
+        let round = self.configuration.committed_index(|id| {
+            if id == self.id {
+                return self.heartbeat_round;
             }
-        }
-        acked.sort_unstable_by(|a, b| b.cmp(a));
-        let round = acked[self.quorum() - 1];
+            match self.progress.binary_search_by_key(&id, |pr| pr.id) {
+                Ok(at) => self.progress[at].read_seq_acked,
+                Err(_) => 0,
+            }
+        });
         if let ReadMode::Lease { drift_margin_ticks } = self.config.read_mode {
             while let Some(&(sent_round, sent_tick)) = self.heartbeat_rounds.front() {
                 if sent_round > round {
@@ -1343,16 +1499,20 @@ impl<S: Storage> Raft<S> {
         let next = self.log.last_index() + 1;
         let (messages_max, bytes_max) = (self.config.inflight_messages_max, self.config.inflight_bytes_max);
         self.progress = self
-            .voters
-            .iter()
-            .filter(|&&voter| voter != self.id)
-            .map(|&voter| {
-                let mut pr = Progress::new(voter, next, messages_max, bytes_max);
+            .configuration
+            .members()
+            .into_iter()
+            .filter(|&member| member != self.id)
+            .map(|member| {
+                let mut pr = Progress::new(member, next, messages_max, bytes_max);
                 // A fresh leader treats everyone as active for one round.
                 pr.recent_active = true;
                 pr
             })
             .collect();
+        // A configuration change waits until everything before this term's
+        // first entry is applied (Ongaro, raft-dev, July 2015).
+        self.pending_conf_index = next;
         self.commit_broadcast = self.log.commit;
         // §5.4.2 / §6.4: an entry of the new term lets the leader commit
         // (and learn the commit index for reads).
@@ -1381,7 +1541,12 @@ impl<S: Storage> Raft<S> {
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
         let pre_vote = self.role == Role::PreCandidate;
         let term = self.term + u64::from(pre_vote);
-        let peers: Vec<NodeId> = self.voters.iter().copied().filter(|&voter| voter != self.id).collect();
+        let peers: Vec<NodeId> = self
+            .configuration
+            .members()
+            .into_iter()
+            .filter(|&member| member != self.id && self.configuration.is_voter(member))
+            .collect();
         for to in peers {
             let body = if pre_vote {
                 MessageBody::PreVote {
@@ -1409,16 +1574,18 @@ impl<S: Storage> Raft<S> {
         if !self.votes.iter().any(|(voter, _)| *voter == from) {
             self.votes.push((from, granted));
         }
-        let granted_count = self.votes.iter().filter(|(_, granted)| *granted).count();
-        let rejected_count = self.votes.len() - granted_count;
-        if granted_count >= self.quorum() {
-            if self.role == Role::PreCandidate {
-                self.campaign(Campaign::Election);
-            } else {
-                self.become_leader();
-            }
-        } else if rejected_count > self.voters.len() - self.quorum() {
-            self.become_follower(self.term, NO_NODE);
+        let votes = &self.votes;
+        let result = self.configuration.vote_result(|id| {
+            votes
+                .iter()
+                .find(|(voter, _)| *voter == id)
+                .map(|(_, granted)| *granted)
+        });
+        match result {
+            VoteResult::Won if self.role == Role::PreCandidate => self.campaign(Campaign::Election),
+            VoteResult::Won => self.become_leader(),
+            VoteResult::Lost => self.become_follower(self.term, NO_NODE),
+            VoteResult::Pending => {}
         }
     }
 
@@ -1481,6 +1648,12 @@ impl<S: Storage> Raft<S> {
             .log
             .take_committed(self.config.committed_bytes_per_ready_max)
             .unwrap_or_else(|error| panic!("node {}: reading committed entries failed: {error}", self.id));
+        for entry in committed_entries
+            .iter()
+            .filter(|entry| entry.kind == EntryKind::ConfChange)
+        {
+            self.apply_conf_change(entry);
+        }
         if self.role == Role::Leader {
             let bytes: u64 = committed_entries.iter().map(Entry::size_bytes).sum();
             self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(bytes);
@@ -1533,6 +1706,7 @@ impl<S: Storage> Raft<S> {
     /// Asserts the node's invariants; cheap (no log scan).
     pub fn check_invariants(&self) {
         self.log.check_invariants();
+        self.configuration.check_invariants();
         assert!(
             self.log.last_term() <= self.term,
             "node {}: last log term {} above current term {}",

@@ -29,6 +29,9 @@ pub enum EntryKind {
     /// The empty entry a new leader appends so that it can commit an entry
     /// of its own term (§5.4.2, dissertation §6.4).
     Empty,
+    /// A membership change; `data` is an encoded `ConfChange`. The core
+    /// applies it when the entry is handed out as committed.
+    ConfChange,
 }
 
 /// One log entry.

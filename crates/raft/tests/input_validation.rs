@@ -93,7 +93,8 @@ fn message_from_stale_term_is_rejected_without_state_change() {
 #[test]
 fn message_from_unknown_node_is_rejected_without_state_change() {
     let mut node = follower();
-    for from in [9, 2, 0] {
+    // Self and the reserved id 0 never send anything.
+    for from in [2, 0] {
         let message = Message {
             from,
             to: 2,
@@ -102,6 +103,47 @@ fn message_from_unknown_node_is_rejected_without_state_change() {
         };
         assert_rejected_unchanged(&mut node, message, RejectReason::UnknownSender);
     }
+    // A non-member may not start or take part in elections: a removed node
+    // coming back cannot disrupt the members.
+    for body in [
+        MessageBody::Vote {
+            last_log_index: 9,
+            last_log_term: TERM,
+            transfer: true,
+        },
+        MessageBody::PreVote {
+            last_log_index: 9,
+            last_log_term: TERM,
+        },
+        MessageBody::TimeoutNow,
+        MessageBody::VoteResponse { granted: true },
+    ] {
+        let message = Message {
+            from: 9,
+            to: 2,
+            term: TERM + 5,
+            body,
+        };
+        assert_rejected_unchanged(&mut node, message, RejectReason::UnknownSender);
+    }
+}
+
+/// A leader this node does not know yet (added by a configuration change
+/// it has not applied) must still be heard, or a node that joins with the
+/// bootstrap configuration could never catch up.
+#[test]
+fn append_from_a_leader_not_yet_known_as_member_is_accepted() {
+    let mut node = follower();
+    let message = Message {
+        from: 9,
+        to: 2,
+        term: TERM + 5,
+        body: append_body(3, 2, vec![entry(4, TERM + 5)]),
+    };
+    assert_eq!(node.step(message), Ok(()));
+    assert_eq!(node.leader(), 9);
+    assert_eq!(node.term(), TERM + 5);
+    assert_eq!(node.last_index(), 4);
 }
 
 #[test]

@@ -21,6 +21,7 @@
 //!   deliveries until nothing moves)
 //! - `deliver [from=ID] [to=ID]`, `drop [from=ID] [to=ID]`
 //! - `propose ID DATA`, `read-index ID REQUEST`, `transfer ID TARGET`
+//! - `conf ID [voter:N] [learner:N] [remove:N]...` (no operation: leave joint)
 //! - `status [ID]`
 
 use std::collections::BTreeMap;
@@ -28,7 +29,8 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 use raftwerk_raft::{
-    Config, Entry, EntryKind, MemStorage, Message, MessageBody, NodeId, Raft, ReadMode, Ready, Role, Storage,
+    ConfChange, ConfChangeOp, Config, Entry, EntryKind, MemStorage, Message, MessageBody, NodeId, Raft, ReadMode,
+    Ready, Role, Storage,
 };
 
 /// Bound on the rounds of one `stabilize` and the ticks of one `campaign`.
@@ -48,6 +50,11 @@ fn entry_text(entry: &Entry) -> String {
             entry.term,
             String::from_utf8_lossy(&entry.data)
         ),
+        EntryKind::ConfChange => match ConfChange::decode(&entry.data) {
+            Ok(change) if change.ops.is_empty() => format!("{}@{} conf leave-joint", entry.index, entry.term),
+            Ok(change) => format!("{}@{} conf {:?}", entry.index, entry.term, change.ops),
+            Err(error) => format!("{}@{} conf <{error}>", entry.index, entry.term),
+        },
     }
 }
 
@@ -241,7 +248,10 @@ impl Env {
         match command {
             "cluster" => {
                 let voters: Vec<NodeId> = (1..=number(named.get("voters").ok_or("voters=N needed")?)?).collect();
-                for &id in &voters {
+                // `spares=K` adds nodes outside the bootstrap configuration.
+                let spares = named.get("spares").map(|text| number(text)).transpose()?.unwrap_or(0);
+                let last = voters.len() as NodeId + spares;
+                for id in 1..=last {
                     let mut config = Config::new(id, voters.clone());
                     config.election_ticks = 10;
                     config.heartbeat_ticks = 1;
@@ -292,6 +302,26 @@ impl Env {
                 let id = number(&arg(0)?)?;
                 let data = Bytes::from(arg(1)?);
                 Ok(match self.node(id)?.propose(data) {
+                    Ok(index) => format!("index {index}"),
+                    Err(error) => format!("error: {error}"),
+                })
+            }
+            "conf" => {
+                let id = number(&arg(0)?)?;
+                let mut ops = Vec::new();
+                for word in positional.iter().skip(1) {
+                    let (kind, node) = word
+                        .split_once(':')
+                        .ok_or(format!("conf takes KIND:ID, got {word:?}"))?;
+                    let node = number(node)?;
+                    ops.push(match kind {
+                        "voter" => ConfChangeOp::AddVoter(node),
+                        "learner" => ConfChangeOp::AddLearner(node),
+                        "remove" => ConfChangeOp::Remove(node),
+                        other => return Err(format!("unknown change {other:?}")),
+                    });
+                }
+                Ok(match self.node(id)?.propose_conf_change(ConfChange { ops }) {
                     Ok(index) => format!("index {index}"),
                     Err(error) => format!("error: {error}"),
                 })
