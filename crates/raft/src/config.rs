@@ -87,6 +87,8 @@ pub enum ConfigError {
         "applied index {applied} is beyond the stored log (last index {last_index}): state machine and log disagree"
     )]
     AppliedBeyondLog { applied: Index, last_index: Index },
+    #[error("the stored log cannot be read: {0}")]
+    LogUnreadable(String),
 }
 
 impl Config {

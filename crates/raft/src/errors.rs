@@ -18,6 +18,8 @@ pub enum ProposeError {
     NotLeader { leader_hint: NodeId },
     #[error("leadership transfer to {target} in progress")]
     TransferInProgress { target: NodeId },
+    #[error("the leader is leaving the cluster (a change removing it is in progress)")]
+    LeaderLeaving,
     #[error("entry of {bytes} bytes exceeds the {limit}-byte limit")]
     EntryTooLarge { bytes: u64, limit: u64 },
     #[error("too much uncommitted data ({bytes} bytes, limit {limit}); retry later")]

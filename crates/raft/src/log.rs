@@ -163,6 +163,18 @@ impl<S: Storage> RaftLog<S> {
     /// leader sent (our new match index). Entries already present are kept,
     /// so a stale or duplicated message never truncates committed entries.
     pub fn try_append(&mut self, prev_index: Index, prev_term: Term, entries: Vec<Entry>) -> Option<Index> {
+        self.try_append_from(prev_index, prev_term, entries)
+            .map(|(last_new, _)| last_new)
+    }
+
+    /// As `try_append`, also returning the first index actually written
+    /// (`None` when every entry was already present).
+    pub fn try_append_from(
+        &mut self,
+        prev_index: Index,
+        prev_term: Term,
+        entries: Vec<Entry>,
+    ) -> Option<(Index, Option<Index>)> {
         if !self.matches_term(prev_index, prev_term) {
             return None;
         }
@@ -181,8 +193,9 @@ impl<S: Storage> RaftLog<S> {
                 self.commit
             );
             self.truncate_and_append(entries.into_iter().skip(position));
+            return Some((last_new, Some(conflict_index)));
         }
-        Some(last_new)
+        Some((last_new, None))
     }
 
     /// Replaces everything from the first given entry's index on.

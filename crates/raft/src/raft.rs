@@ -27,6 +27,9 @@ use crate::types::{
     Entry, EntryKind, HardState, Index, Message, MessageBody, NodeId, ReadState, Ready, Role, SoftState, Term, NO_NODE,
 };
 
+/// Bytes read per chunk when replaying configuration changes on start.
+const CONF_REPLAY_CHUNK_BYTES: u64 = 4 << 20;
+
 /// Heartbeat rounds remembered for lease reads; older rounds simply stop
 /// extending the lease.
 const HEARTBEAT_ROUNDS_MAX: usize = 64;
@@ -103,12 +106,22 @@ pub struct Status {
 pub struct Raft<S: Storage> {
     id: NodeId,
     config: Config,
-    /// The membership in force: the bootstrap configuration plus every
-    /// configuration change applied so far.
+    /// The membership in force: the latest configuration in this node's
+    /// log, committed or not (dissertation §4.1; RELIABILITY #3).
     configuration: Configuration,
-    /// Leader: index of the last configuration change proposed; another is
-    /// refused until it is applied (one change at a time; a new leader sets
-    /// it to its first entry, the 2015 fix).
+    /// Every configuration with the index of the entry that brought it in
+    /// (0 for the bootstrap one), oldest first; the last is in force. A
+    /// truncated log reverts to the configuration before the cut. Entries
+    /// superseded by a committed configuration are pruned.
+    conf_history: Vec<(Index, Configuration)>,
+    /// Leader: index of the last configuration change appended; another is
+    /// refused until it is committed (one change at a time; a new leader
+    /// sets it to its first entry, the 2015 fix).
+    /// Leader: a change in progress removes or demotes this node. Its log
+    /// must not grow past that change, or voters that do not yet know the
+    /// change committed could need the vote of a node with a longer log
+    /// that no longer campaigns.
+    leaving: bool,
     pending_conf_index: Index,
     term: Term,
     vote: NodeId,
@@ -183,26 +196,35 @@ impl<S: Storage> Raft<S> {
         })?;
         let restarted_with_term = hard_state.term > 0;
         let lease_mode = matches!(config.read_mode, ReadMode::Lease { .. });
-        let mut configuration = Configuration::new(config.voters.clone(), config.learners.clone());
-        // The configuration in force is the bootstrap one plus every change
-        // already applied; later ones are applied again as they are handed out.
-        let replay =
-            log.entries(log.first_index(), log.applied + 1, u64::MAX)
-                .map_err(|_| ConfigError::AppliedBeyondLog {
-                    applied: config.applied,
-                    last_index,
-                })?;
+        let bootstrap = Configuration::new(config.voters.clone(), config.learners.clone());
+        // The configuration in force is the latest one in the log: replay
+        // every configuration change in it, in bounded chunks.
+        let mut conf_history = vec![(0, bootstrap)];
         let mut conf_changes_ignored = 0;
-        for entry in replay.iter().filter(|entry| entry.kind == EntryKind::ConfChange) {
-            match ConfChange::decode(&entry.data).map(|change| configuration.apply(&change)) {
-                Ok(Ok(next)) => configuration = next,
-                _ => conf_changes_ignored += 1,
+        let mut next_index = log.first_index();
+        while next_index <= log.last_index() {
+            let chunk = log
+                .entries(next_index, log.last_index() + 1, CONF_REPLAY_CHUNK_BYTES)
+                .map_err(|error| ConfigError::LogUnreadable(error.to_string()))?;
+            let Some(last) = chunk.last() else {
+                break;
+            };
+            next_index = last.index + 1;
+            for entry in chunk.iter().filter(|entry| entry.kind == EntryKind::ConfChange) {
+                let current = &conf_history.last().expect("bootstrap configuration").1;
+                match ConfChange::decode(&entry.data).map(|change| current.apply(&change)) {
+                    Ok(Ok(next)) => conf_history.push((entry.index, next)),
+                    _ => conf_changes_ignored += 1,
+                }
             }
         }
+        let configuration = conf_history.last().expect("bootstrap configuration").1.clone();
         let mut raft = Raft {
             id: config.id,
             configuration,
+            conf_history,
             pending_conf_index: 0,
+            leaving: false,
             term: hard_state.term,
             vote: hard_state.vote,
             role: Role::Follower,
@@ -364,12 +386,24 @@ impl<S: Storage> Raft<S> {
         }
     }
 
+    /// Whether this node may campaign: it votes in its latest configuration,
+    /// or in the latest one it knows committed. A node removed by a change
+    /// not yet known committed still campaigns (dissertation §4.2.2): it may
+    /// hold the longest log, and voters that lack the change need it.
     fn is_voter(&self) -> bool {
-        self.configuration.is_voter(self.id)
+        self.configuration.is_voter(self.id) || self.committed_configuration().is_voter(self.id)
     }
 
-    fn is_member(&self, id: NodeId) -> bool {
-        self.configuration.is_member(id)
+    /// The latest configuration brought in at or below the commit index.
+    fn committed_configuration(&self) -> &Configuration {
+        let commit = self.log.commit;
+        &self
+            .conf_history
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= commit)
+            .expect("the bootstrap configuration is at index 0")
+            .1
     }
 
     /// This node is the only voter: it decides alone.
@@ -489,6 +523,9 @@ impl<S: Storage> Raft<S> {
                 target: self.transfer_target,
             });
         }
+        if self.leaving {
+            return Err(ProposeError::LeaderLeaving);
+        }
         let mut bytes = 0u64;
         for data in &batch {
             let size = data.len() as u64;
@@ -546,14 +583,14 @@ impl<S: Storage> Raft<S> {
                 target: self.transfer_target,
             });
         }
-        if self.pending_conf_index > self.log.applied {
+        if self.pending_conf_index > self.log.commit {
             return Err(ConfChangeError::InProgress {
                 pending_index: self.pending_conf_index,
             });
         }
         // Validate against the configuration the entry will be applied to:
         // with no change pending, that is the one in force.
-        self.configuration.apply(&change)?;
+        let next = self.configuration.apply(&change)?;
         for op in &change.ops {
             if let ConfChangeOp::AddVoter(id) = *op {
                 let match_index = self.match_of(id);
@@ -567,37 +604,79 @@ impl<S: Storage> Raft<S> {
             }
         }
         let index = self.append_conf_change(&change);
+        // Leaving once the change (and, if joint, the automatic leave) is
+        // in force: accept nothing more.
+        self.leaving = next.voters.binary_search(&self.id).is_err();
         self.debug_check();
         Ok(index)
     }
 
     fn append_conf_change(&mut self, change: &ConfChange) -> Index {
         let index = self.log.last_index() + 1;
+        let data = Bytes::from(change.encode());
         self.log.append([Entry {
             term: self.term,
             index,
             kind: EntryKind::ConfChange,
-            data: Bytes::from(change.encode()),
+            data: data.clone(),
         }]);
         self.pending_conf_index = index;
         self.needs_broadcast = true;
+        // The new configuration is in force from this moment.
+        self.on_conf_entries_appended(&[(index, data)]);
         if self.is_single_voter() {
             self.maybe_commit();
         }
         index
     }
 
-    /// Applies a committed configuration change as it is handed out, the
-    /// same on every node at the same log position.
-    fn apply_conf_change(&mut self, entry: &Entry) {
-        let next = match ConfChange::decode(&entry.data).map(|change| self.configuration.apply(&change)) {
-            Ok(Ok(next)) => next,
-            _ => {
-                self.stats.conf_changes_ignored += 1;
-                return;
+    /// Configuration change entries were appended to the log at these
+    /// indexes: each takes effect at once.
+    fn on_conf_entries_appended(&mut self, entries: &[(Index, Bytes)]) {
+        if entries.is_empty() {
+            return;
+        }
+        for (index, data) in entries {
+            let current = &self.conf_history.last().expect("a configuration is always in force").1;
+            match ConfChange::decode(data).map(|change| current.apply(&change)) {
+                Ok(Ok(next)) => self.conf_history.push((*index, next)),
+                _ => self.stats.conf_changes_ignored += 1,
             }
-        };
-        self.configuration = next;
+        }
+        self.on_configuration_changed();
+    }
+
+    /// The log was cut from `index` on: configurations brought in by the
+    /// removed entries are gone with them.
+    fn truncate_conf_history(&mut self, index: Index) {
+        let before = self.conf_history.len();
+        self.conf_history.retain(|(at, _)| *at < index);
+        assert!(
+            !self.conf_history.is_empty(),
+            "the committed configuration was truncated"
+        );
+        if self.conf_history.len() != before {
+            self.on_configuration_changed();
+        }
+    }
+
+    /// Forgets configurations superseded by one that is committed: they can
+    /// never come back.
+    fn prune_conf_history(&mut self) {
+        let commit = self.log.commit;
+        let committed = self.conf_history.iter().rposition(|(at, _)| *at <= commit).unwrap_or(0);
+        if committed > 0 {
+            self.conf_history.drain(..committed);
+        }
+    }
+
+    fn on_configuration_changed(&mut self) {
+        self.configuration = self
+            .conf_history
+            .last()
+            .expect("a configuration is always in force")
+            .1
+            .clone();
         if self.role != Role::Leader {
             return;
         }
@@ -617,20 +696,39 @@ impl<S: Storage> Raft<S> {
             self.transfer_target = NO_NODE;
         }
         self.needs_broadcast = true;
-        if self.configuration.is_joint() {
-            // Leave the joint configuration as soon as it is in force
-            // (etcd's automatic leave).
-            if self.pending_conf_index <= entry.index {
-                self.append_conf_change(&ConfChange::default());
-            }
-        } else if !self.configuration.is_voter(self.id) {
-            // Removed (or demoted): the change is committed, so hand over by
-            // stepping down and falling silent; the others elect a leader.
-            self.become_follower(self.term, NO_NODE);
+    }
+
+    /// Leader duties once the latest configuration change is committed:
+    /// leave a joint configuration (etcd's automatic leave), or, if this
+    /// node is no longer a voter, hand over and step down (§4.2.2).
+    fn leader_conf_duties_due(&self) -> bool {
+        self.role == Role::Leader
+            && self.pending_conf_index <= self.log.commit
+            && (self.configuration.is_joint() || !self.configuration.is_voter(self.id))
+    }
+
+    fn do_leader_conf_duties(&mut self) {
+        if !self.leader_conf_duties_due() {
             return;
         }
-        // The quorum changed: entries may now be committed.
-        self.maybe_commit();
+        if self.configuration.is_joint() {
+            self.append_conf_change(&ConfChange::default());
+            return;
+        }
+        // Removed (or demoted) and the change is committed. Hand over to a
+        // voter that holds the whole log (it campaigns at once), then step
+        // down and fall silent.
+        let last = self.log.last_index();
+        let successor = self
+            .progress
+            .iter()
+            .filter(|pr| self.configuration.is_voter(pr.id) && pr.match_index == last)
+            .map(|pr| pr.id)
+            .next();
+        if let Some(successor) = successor {
+            self.send_timeout_now(successor);
+        }
+        self.become_follower(self.term, NO_NODE);
     }
 
     /// Starts a linearizable read. A `ReadState` with `request_id` appears in
@@ -746,17 +844,11 @@ impl<S: Storage> Raft<S> {
         if m.from == self.id || m.from == NO_NODE {
             return Err(RejectReason::UnknownSender);
         }
-        // A node that has not yet applied the change adding a leader (it
-        // may be joining with the bootstrap configuration) must still hear
-        // it; anything else from a non-member is refused, so a removed node
-        // can never start an election among members.
-        let from_leader = matches!(
-            m.body,
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::ReadIndexResponse { .. }
-        );
-        if !from_leader && !self.is_member(m.from) {
-            return Err(RejectReason::UnknownSender);
-        }
+        // Requests from nodes outside our latest configuration are processed
+        // like any other (dissertation §4.1): a node whose configuration lags
+        // must still hear a new leader and vote for a legitimate candidate.
+        // Removed nodes cannot disrupt: pre-vote and the check-quorum lease
+        // make members ignore them while a leader is alive.
         self.validate_shape(&m)?;
 
         let transfer = matches!(m.body, MessageBody::Vote { transfer: true, .. });
@@ -768,7 +860,15 @@ impl<S: Storage> Raft<S> {
             // term without a leader), or leases would break.
             return Err(RejectReason::InsideLease);
         }
+        // Figure 2: only a leader's message or a granted vote resets the
+        // election timer. A follower that merely learns a higher term from a
+        // candidate it refuses keeps counting, so hopeless candidates (with
+        // shorter logs) cannot hold back one that could win.
+        let mut elapsed_before_vote = None;
         if m.term > self.term {
+            if self.role == Role::Follower && matches!(m.body, MessageBody::Vote { .. }) {
+                elapsed_before_vote = Some(self.election_elapsed);
+            }
             match m.body {
                 MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { granted: true } => {}
                 MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::TimeoutNow => {
@@ -778,11 +878,11 @@ impl<S: Storage> Raft<S> {
             }
         } else if m.term < self.term {
             match m.body {
-                MessageBody::Append { .. } | MessageBody::Heartbeat { .. }
-                    if self.config.check_quorum || self.config.pre_vote =>
-                {
-                    // A stale leader that cannot win an election any more
-                    // (pre-vote) must learn our term or it never steps down.
+                MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+                    // Figure 2: answer a stale leader with our term so it
+                    // steps down. Without it a stale leader never learns
+                    // that we moved on (with pre-vote it cannot win an
+                    // election any more), and we never catch up.
                     let reply = self.message(
                         m.from,
                         MessageBody::AppendResponse {
@@ -796,6 +896,13 @@ impl<S: Storage> Raft<S> {
                 }
                 MessageBody::PreVote { .. } => {
                     let reply = self.message(m.from, MessageBody::PreVoteResponse { granted: false });
+                    self.send(reply);
+                }
+                MessageBody::Vote { .. } => {
+                    // Figure 2: the reply carries our term, so a candidate
+                    // that fell behind catches up at once instead of one
+                    // term per election timeout.
+                    let reply = self.message(m.from, MessageBody::VoteResponse { granted: false });
                     self.send(reply);
                 }
                 _ => {}
@@ -812,7 +919,7 @@ impl<S: Storage> Raft<S> {
                     self.vote == m.from || (self.vote == NO_NODE && self.leader == NO_NODE) || m.term > self.term;
                 let granted = can_vote && self.log.is_up_to_date(last_log_index, last_log_term);
                 let term = if granted { m.term } else { self.term };
-                self.messages.push(Message {
+                self.send(Message {
                     from: self.id,
                     to: m.from,
                     term,
@@ -833,6 +940,8 @@ impl<S: Storage> Raft<S> {
                     debug_assert!(self.vote == NO_NODE || self.vote == m.from);
                     self.vote = m.from;
                     self.election_elapsed = 0;
+                } else if let Some(elapsed) = elapsed_before_vote {
+                    self.election_elapsed = elapsed;
                 }
                 let reply = self.message(m.from, MessageBody::VoteResponse { granted });
                 self.send(reply);
@@ -1067,8 +1176,21 @@ impl<S: Storage> Raft<S> {
             self.send(reply);
             return Ok(());
         }
-        match self.log.try_append(prev_index, prev_term, entries) {
-            Some(last_new) => {
+        // Configuration changes take effect when appended: note them before
+        // the entries move into the log.
+        let conf_entries: Vec<(Index, Bytes)> = entries
+            .iter()
+            .filter(|entry| entry.kind == EntryKind::ConfChange)
+            .map(|entry| (entry.index, entry.data.clone()))
+            .collect();
+        match self.log.try_append_from(prev_index, prev_term, entries) {
+            Some((last_new, written_from)) => {
+                if let Some(first) = written_from {
+                    self.truncate_conf_history(first);
+                    let written: Vec<(Index, Bytes)> =
+                        conf_entries.into_iter().filter(|(index, _)| *index >= first).collect();
+                    self.on_conf_entries_appended(&written);
+                }
                 self.log.commit_to(commit.min(last_new));
                 let reply = self.message(
                     from,
@@ -1305,16 +1427,17 @@ impl<S: Storage> Raft<S> {
                     self.last_persist_seq
                 }
             }
-            // A heartbeat reply confirms a leader's term for ReadIndex and
-            // leases: it waits only for that term to be durable.
-            MessageBody::HeartbeatResponse { .. } => {
+            // Every other message carries our term: it waits only for that
+            // term (and vote) to be durable. In steady state they are, and
+            // the message leaves at once; a leader that won alone (a single
+            // voter) must not reach learners with a term it could forget.
+            _ => {
                 if term_or_vote_dirty {
                     self.ready_seq + 1
                 } else {
                     self.last_term_persist_seq
                 }
             }
-            _ => 0,
         };
         if barrier <= self.persisted_seq {
             self.messages.push(message);
@@ -1374,7 +1497,7 @@ impl<S: Storage> Raft<S> {
         let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
         let last_sent = entries.last().map(|entry| entry.index);
         self.progress[at].on_append_sent(last_sent, bytes);
-        self.messages.push(Message {
+        self.send(Message {
             from: self.id,
             to,
             term: self.term,
@@ -1424,7 +1547,7 @@ impl<S: Storage> Raft<S> {
                     read_seq: self.heartbeat_round,
                 },
             };
-            self.messages.push(message);
+            self.send(message);
         }
         if self.progress.is_empty() {
             self.confirm_reads();
@@ -1434,7 +1557,7 @@ impl<S: Storage> Raft<S> {
     fn send_timeout_now(&mut self, to: NodeId) {
         self.transfer_started_in_term = true;
         let message = self.message(to, MessageBody::TimeoutNow);
-        self.messages.push(message);
+        self.send(message);
     }
 
     // ----- Role transitions -------------------------------------------------
@@ -1464,6 +1587,7 @@ impl<S: Storage> Raft<S> {
         self.reads_before_commit.clear();
         self.heartbeat_rounds.clear();
         self.lease_expires_tick = 0;
+        self.leaving = false;
         self.uncommitted_bytes = 0;
         self.needs_broadcast = false;
         self.read_round_wanted = false;
@@ -1593,8 +1717,9 @@ impl<S: Storage> Raft<S> {
 
     /// Whether `ready` would return any work.
     pub fn has_ready(&self) -> bool {
-        (self.role == Role::Leader
-            && (self.needs_broadcast || self.read_round_wanted || self.log.commit > self.commit_broadcast))
+        self.leader_conf_duties_due()
+            || (self.role == Role::Leader
+                && (self.needs_broadcast || self.read_round_wanted || self.log.commit > self.commit_broadcast))
             || !self.messages.is_empty()
             || self.log.has_unemitted()
             || self.hard_state() != self.emitted_hard_state
@@ -1610,6 +1735,8 @@ impl<S: Storage> Raft<S> {
     /// If log storage fails while reading committed entries (the node must
     /// stop rather than guess).
     pub fn ready(&mut self) -> Ready {
+        self.do_leader_conf_duties();
+        self.prune_conf_history();
         if self.role == Role::Leader {
             if self.needs_broadcast || self.log.commit > self.commit_broadcast {
                 self.needs_broadcast = false;
@@ -1648,12 +1775,6 @@ impl<S: Storage> Raft<S> {
             .log
             .take_committed(self.config.committed_bytes_per_ready_max)
             .unwrap_or_else(|error| panic!("node {}: reading committed entries failed: {error}", self.id));
-        for entry in committed_entries
-            .iter()
-            .filter(|entry| entry.kind == EntryKind::ConfChange)
-        {
-            self.apply_conf_change(entry);
-        }
         if self.role == Role::Leader {
             let bytes: u64 = committed_entries.iter().map(Entry::size_bytes).sum();
             self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(bytes);

@@ -221,10 +221,12 @@ fn removed_node_that_comes_back_cannot_disrupt_the_cluster() {
     }
     assert_eq!(net.node(1).role(), Role::Leader, "the leader was disturbed");
     assert_eq!(net.node(1).term(), term, "the cluster's term moved");
-    assert!(net
-        .rejections
-        .iter()
-        .any(|(message, reason)| message.from == 3 && *reason == RejectReason::UnknownSender));
+    assert!(
+        net.rejections
+            .iter()
+            .any(|(message, reason)| message.from == 3 && *reason == RejectReason::InsideLease),
+        "members ignored the removed node inside the leader's lease"
+    );
 }
 
 #[test]
@@ -238,19 +240,47 @@ fn configuration_is_rebuilt_from_the_log_on_restart() {
         .propose_conf_change(change(&[ConfChangeOp::AddVoter(4)]))
         .unwrap();
     settle(&mut net);
-    let storage = net.node(2).storage().clone();
-    let applied = net.node(2).applied_index();
-    let mut config = config(2, &[1, 2, 3]);
-    config.applied = applied;
-    let restarted = Raft::<MemStorage>::new(config, storage).unwrap();
-    assert_eq!(restarted.configuration().voters, vec![1, 2, 3, 4]);
-    // With a volatile state machine (applied 0) the changes are applied
-    // again as the entries are handed out.
-    let storage = net.node(2).storage().clone();
-    let mut restarted = Raft::<MemStorage>::new(harness::config(2, &[1, 2, 3]), storage).unwrap();
-    assert_eq!(restarted.configuration().voters, vec![1, 2, 3]);
-    let _ = restarted.ready();
-    assert_eq!(restarted.configuration().voters, vec![1, 2, 3, 4]);
+    // The configuration in force is the latest one in the log, whatever
+    // the state machine applied.
+    for applied in [net.node(2).applied_index(), 0] {
+        let storage = net.node(2).storage().clone();
+        let mut config = config(2, &[1, 2, 3]);
+        config.applied = applied;
+        let restarted = Raft::<MemStorage>::new(config, storage).unwrap();
+        assert_eq!(restarted.configuration().voters, vec![1, 2, 3, 4], "applied {applied}");
+    }
+}
+
+/// A configuration takes effect when appended, so an uncommitted one that
+/// a new leader overwrites is undone with the entry that brought it.
+#[test]
+fn uncommitted_configuration_is_reverted_when_the_log_is_truncated() {
+    let mut net = cluster_with_spares();
+    net.isolate(1);
+    net.node_mut(1)
+        .propose_conf_change(change(&[ConfChangeOp::AddLearner(4)]))
+        .unwrap();
+    net.process(1);
+    assert!(net.node(1).configuration().is_learner(4), "in force once appended");
+    // Nodes 2 and 3 elect a leader that never saw the change.
+    for _ in 0..100 {
+        net.tick(2);
+        net.tick(3);
+        net.deliver_all();
+        if net.node(2).role() == Role::Leader || net.node(3).role() == Role::Leader {
+            break;
+        }
+    }
+    let leader = if net.node(2).role() == Role::Leader { 2 } else { 3 };
+    assert_eq!(net.node(leader).role(), Role::Leader);
+    net.node_mut(leader).propose(data(7)).unwrap();
+    net.heal();
+    settle(&mut net);
+    assert!(
+        !net.node(1).configuration().is_member(4),
+        "the overwritten change is undone"
+    );
+    assert_eq!(net.node(1).configuration().voters, vec![1, 2, 3]);
 }
 
 #[test]

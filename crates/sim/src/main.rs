@@ -7,8 +7,8 @@ use raftwerk_sim::{bench, run_seed, SimConfig};
 
 const USAGE: &str = "\
 usage:
-  raftwerk-sim run   --seed S [--nodes N] [--steps K] [--lease MARGIN] [--drift PER_MILLE] [--no-faults] [--trace]
-  raftwerk-sim soak  [--nodes N] [--seeds FIRST..END] [--steps K] [--lease MARGIN] [--drift PER_MILLE]
+  raftwerk-sim run   --seed S [--nodes N] [--steps K] [--lease MARGIN] [--drift PER_MILLE] [--membership] [--no-faults] [--trace]
+  raftwerk-sim soak  [--nodes N] [--seeds FIRST..END] [--steps K] [--lease MARGIN] [--drift PER_MILLE] [--membership]
   raftwerk-sim bench [--quick]
 
   run    replays one seeded simulation and prints its report (a failure
@@ -18,6 +18,8 @@ usage:
   --lease MARGIN      lease reads with a drift margin of MARGIN ticks
   --drift PER_MILLE   each node's clock runs at 1000 +/- PER_MILLE ticks per
                       1000 steps (default 100)
+  --membership        random membership changes over 5 node slots (the
+                      cluster bootstraps with --nodes voters)
   bench  measures the core in process: throughput by batch size and the
          closed-loop client benchmark";
 
@@ -31,6 +33,7 @@ struct Options {
     trace: bool,
     quick: bool,
     drift: u64,
+    membership: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -44,6 +47,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         trace: false,
         quick: false,
         drift: 100,
+        membership: false,
     };
     let mut iter = args.iter();
     while let Some(flag) = iter.next() {
@@ -76,6 +80,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 }
             }
             "--no-faults" => options.faults = false,
+            "--membership" => options.membership = true,
             "--trace" => options.trace = true,
             "--quick" => options.quick = true,
             other => return Err(format!("unknown flag {other:?}")),
@@ -107,6 +112,7 @@ fn main() -> ExitCode {
         config.faults = options.faults;
         config.trace = options.trace;
         config.clock_drift_per_mille = options.drift;
+        config.membership = options.membership;
         config
     };
     match command.as_str() {

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use raftwerk_raft::{
-    Config, Entry, EntryKind, HardState, Index, MemStorage, Message, NodeId, ProposeError, Raft, ReadMode, ReadState,
-    Role, SeededRng, Storage,
+    ConfChange, ConfChangeOp, Config, Entry, EntryKind, HardState, Index, MemStorage, Message, NodeId, ProposeError,
+    Raft, ReadMode, ReadState, Role, SeededRng, Storage,
 };
 
 use crate::checker::{mix, Checker};
@@ -41,7 +41,14 @@ pub struct SimConfig {
     /// Each node's clock runs at a rate drawn from `1000 ± clock_drift_per_mille`
     /// ticks per 1000 steps (fixed per node and seed).
     pub clock_drift_per_mille: u64,
+    /// Random membership changes: the cluster bootstraps with `nodes`
+    /// voters and `MEMBERSHIP_SLOTS` node slots exist to add, promote,
+    /// demote, remove and replace.
+    pub membership: bool,
 }
+
+/// Node slots of a membership run: clusters grow up to 5 nodes.
+pub const MEMBERSHIP_SLOTS: usize = 5;
 
 impl SimConfig {
     pub fn new(seed: u64, nodes: usize, steps: u64) -> Self {
@@ -53,6 +60,7 @@ impl SimConfig {
             read_mode: ReadMode::Safe,
             trace: false,
             clock_drift_per_mille: 100,
+            membership: false,
         }
     }
 
@@ -63,10 +71,21 @@ impl SimConfig {
             ReadMode::Lease { drift_margin_ticks } => format!(" --lease {drift_margin_ticks}"),
         };
         let calm = if self.faults { "" } else { " --no-faults" };
+        let membership = if self.membership { " --membership" } else { "" };
         format!(
-            "cargo run -p raftwerk-sim --release -- run --seed {} --nodes {} --steps {}{lease}{calm} --drift {} --trace",
+            "cargo run -p raftwerk-sim --release -- run --seed {} --nodes {} --steps {}{lease}{calm}{membership} --drift {} --trace",
             self.seed, self.nodes, self.steps, self.clock_drift_per_mille
         )
+    }
+
+    /// Node slots simulated: the bootstrap voters, plus spares to add when
+    /// membership changes are on.
+    pub fn slots(&self) -> usize {
+        if self.membership {
+            self.nodes.max(MEMBERSHIP_SLOTS)
+        } else {
+            self.nodes
+        }
     }
 }
 
@@ -83,6 +102,7 @@ pub struct SimReport {
     pub partitions: u64,
     pub pauses: u64,
     pub transfers: u64,
+    pub membership_changes: u64,
     pub messages_sent: u64,
     pub messages_dropped: u64,
     /// Ticks from healing until a leader existed.
@@ -197,6 +217,8 @@ pub struct Simulation {
     pauses: u64,
     transfer_per_mille: u64,
     transfers: u64,
+    membership_per_mille: u64,
+    membership_changes: u64,
     /// The state machine survives crashes (restart with `Config::applied`).
     durable_state_machine: bool,
     trace_hash: u64,
@@ -212,6 +234,7 @@ impl Simulation {
         // Leadership transfers are operator actions, part of the workload.
         let transfer_per_mille = if config.faults { rng.range(0, 10) } else { 0 };
         let durable_state_machine = rng.chance(1, 2);
+        let membership_per_mille = if config.membership { rng.range(5, 40) } else { 0 };
         let (faults, disk, crash_per_mille, partition_per_mille, pause_per_mille) = if config.faults {
             (
                 NetworkFaults {
@@ -230,7 +253,8 @@ impl Simulation {
             (NetworkFaults::none(), DiskFaults { write_ticks_max: 0 }, 0, 0, 0)
         };
         let voters: Vec<NodeId> = (1..=config.nodes as NodeId).collect();
-        let nodes = voters
+        let slots: Vec<NodeId> = (1..=config.slots() as NodeId).collect();
+        let nodes = slots
             .iter()
             .map(|&id| {
                 let raft = Raft::new(node_config(&config, id, &voters, 0), MemStorage::new())
@@ -258,7 +282,7 @@ impl Simulation {
             })
             .collect();
         Simulation {
-            checker: Checker::new(config.nodes),
+            checker: Checker::new(config.slots()),
             config,
             rng,
             time: 0,
@@ -276,6 +300,8 @@ impl Simulation {
             pauses: 0,
             transfer_per_mille,
             transfers: 0,
+            membership_per_mille,
+            membership_changes: 0,
             durable_state_machine,
             trace_hash: 0,
             leaders_elected: 0,
@@ -306,6 +332,7 @@ impl Simulation {
             partitions: self.partitions,
             pauses: self.pauses,
             transfers: self.transfers,
+            membership_changes: self.membership_changes,
             messages_sent: self.network.sent,
             messages_dropped: self.network.dropped,
             ticks_to_leader_after_heal: ticks_to_leader,
@@ -414,7 +441,7 @@ impl Simulation {
                 continue;
             };
             raft.check_invariants();
-            if raft.role() == Role::Leader {
+            if is_durable_leader(raft) {
                 let (id, term) = (raft.id(), raft.term());
                 self.checker.on_leader(id, term)?;
             }
@@ -566,7 +593,7 @@ impl Simulation {
     }
 
     fn restart(&mut self, position: usize) -> Result<(), String> {
-        let voters: Vec<NodeId> = (1..=self.nodes.len() as NodeId).collect();
+        let voters: Vec<NodeId> = (1..=self.config.nodes as NodeId).collect();
         let node = &mut self.nodes[position];
         let storage = node.storage_while_down.take().expect("a down node keeps its storage");
         node.restarts += 1;
@@ -633,6 +660,55 @@ impl Simulation {
         if self.rng.chance(self.transfer_per_mille, 1000) {
             self.transfer_leadership();
         }
+        if self.rng.chance(self.membership_per_mille, 1000) {
+            self.change_membership();
+        }
+    }
+
+    /// An operator changes the membership at the leader: add a learner,
+    /// promote one, demote or remove a member (possibly the leader), or
+    /// replace a voter by a learner in one joint change.
+    fn change_membership(&mut self) {
+        let Some(leader) = self.current_leader() else {
+            return;
+        };
+        let time = self.time;
+        let slots = self.nodes.len() as NodeId;
+        let Some(raft) = self.nodes[leader].raft.as_ref() else {
+            return;
+        };
+        let configuration = raft.configuration().clone();
+        let outsiders: Vec<NodeId> = (1..=slots).filter(|id| !configuration.is_member(*id)).collect();
+        let learners = configuration.learners.clone();
+        let voters = configuration.voters.clone();
+        let members = configuration.members();
+        let pick = |rng: &mut SeededRng, ids: &[NodeId]| -> Option<NodeId> {
+            (!ids.is_empty()).then(|| ids[rng.range(0, ids.len() as u64) as usize])
+        };
+        let ops = match self.rng.range(0, 5) {
+            0 => pick(&mut self.rng, &outsiders).map(|id| vec![ConfChangeOp::AddLearner(id)]),
+            1 => pick(&mut self.rng, &learners).map(|id| vec![ConfChangeOp::AddVoter(id)]),
+            2 => pick(&mut self.rng, &members)
+                .filter(|id| !(voters.len() == 1 && voters.contains(id)))
+                .map(|id| vec![ConfChangeOp::Remove(id)]),
+            3 => pick(&mut self.rng, &learners)
+                .zip(pick(&mut self.rng, &voters))
+                .map(|(learner, voter)| vec![ConfChangeOp::AddVoter(learner), ConfChangeOp::Remove(voter)]),
+            _ => pick(&mut self.rng, &voters)
+                .filter(|_| voters.len() > 1)
+                .map(|id| vec![ConfChangeOp::AddLearner(id)]),
+        };
+        let Some(ops) = ops else {
+            return;
+        };
+        let Some(raft) = self.nodes[leader].active(time) else {
+            return;
+        };
+        let from = raft.id();
+        let result = raft.propose_conf_change(ConfChange { ops: ops.clone() });
+        self.membership_changes += u64::from(result.is_ok());
+        self.record(mix(0xC0F ^ u64::from(result.is_ok())));
+        self.trace(|| format!("membership change at {from}: {ops:?} -> {result:?}"));
     }
 
     /// An operator moves leadership to a random other node.
@@ -756,7 +832,7 @@ impl Simulation {
         let node = &mut self.nodes[position];
         let raft = node.raft.as_mut().expect("ready on a live node");
         let ready = raft.ready();
-        let (id, term, role) = (raft.id(), raft.term(), raft.role());
+        let (id, term) = (raft.id(), raft.term());
         if let Some(soft) = ready.soft_state {
             self.trace_hash = mix(self.trace_hash ^ mix(id) ^ soft.term ^ (soft.role as u64) << 60);
             if soft.role == Role::Leader {
@@ -770,7 +846,8 @@ impl Simulation {
             }
         }
         self.checker.on_entries(id, &ready.entries)?;
-        if role == Role::Leader {
+        let durable_leader = self.nodes[position].raft.as_ref().is_some_and(is_durable_leader);
+        if durable_leader {
             self.checker.on_leader(id, term)?;
         }
         if ready.must_persist() {
@@ -867,7 +944,8 @@ impl Simulation {
             }
         }
         Err(format!(
-            "liveness: no leader within {LEADER_AFTER_HEAL_TICKS_MAX} ticks after faults healed"
+            "liveness: no leader within {LEADER_AFTER_HEAL_TICKS_MAX} ticks after faults healed; {}",
+            self.statuses()
         ))
     }
 
@@ -893,21 +971,44 @@ impl Simulation {
             let Some(&(_, index, _)) = self.acked.iter().find(|(w, _, _)| *w == id) else {
                 continue;
             };
-            let converged = self.nodes.iter().all(|node| node.applied >= index);
+            // Every member of the configuration in force converges; nodes
+            // outside it (spares, removed nodes) need not.
+            let Some(leader) = self.current_leader() else {
+                continue;
+            };
+            let configuration = self.nodes[leader]
+                .raft
+                .as_ref()
+                .map(|raft| raft.configuration().clone())
+                .unwrap_or_default();
+            let converged = self
+                .nodes
+                .iter()
+                .filter(|node| configuration.is_member(node.id))
+                .all(|node| node.applied >= index);
             if converged {
                 return self.check_acked_writes_survived();
             }
         }
         let applied: Vec<Index> = self.nodes.iter().map(|node| node.applied).collect();
+        Err(format!(
+            "liveness: nodes did not converge within {CONVERGE_AFTER_HEAL_TICKS_MAX} ticks after healing (applied {applied:?}); {}",
+            self.statuses()
+        ))
+    }
+
+    /// Every live node's status and configuration, for failure reports.
+    fn statuses(&self) -> String {
         let statuses: Vec<String> = self
             .nodes
             .iter()
-            .filter_map(|node| node.raft.as_ref().map(|raft| format!("{:?}", raft.status())))
+            .filter_map(|node| {
+                node.raft
+                    .as_ref()
+                    .map(|raft| format!("{:?} {:?}", raft.status(), raft.configuration()))
+            })
             .collect();
-        Err(format!(
-            "liveness: nodes did not converge within {CONVERGE_AFTER_HEAL_TICKS_MAX} ticks after healing (applied {applied:?}); {}",
-            statuses.join("; ")
-        ))
+        statuses.join("; ")
     }
 
     fn check_acked_writes_survived(&self) -> Result<(), String> {
@@ -918,6 +1019,15 @@ impl Simulation {
         }
         Ok(())
     }
+}
+
+/// A leader whose winning vote is durable. A single voter becomes leader
+/// the moment it votes for itself, before that vote is written; if it
+/// crashes first, that leadership never happened for anyone else (no
+/// message left it) and the term may be won again.
+fn is_durable_leader(raft: &Raft<MemStorage>) -> bool {
+    let durable = raft.storage().hard_state();
+    raft.role() == Role::Leader && durable.term == raft.term() && durable.vote == raft.id()
 }
 
 fn node_config(sim: &SimConfig, id: NodeId, voters: &[NodeId], applied: Index) -> Config {
