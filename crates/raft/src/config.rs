@@ -89,6 +89,8 @@ pub enum ConfigError {
     AppliedBeyondLog { applied: Index, last_index: Index },
     #[error("the stored log cannot be read: {0}")]
     LogUnreadable(String),
+    #[error("the log is compacted below index {first_index} and storage holds no configuration for it")]
+    CompactedWithoutConfiguration { first_index: Index },
 }
 
 impl Config {

@@ -3,12 +3,12 @@
 //! consensus §4.3; etcd's ConfChangeV2 with automatic leave).
 //!
 //! A configuration change is a log entry (`EntryKind::ConfChange`) whose
-//! data is an encoded [`ConfChange`]. Every node applies it when the entry
-//! is committed and handed out for applying, so all nodes switch at the same
-//! log position. A change of more than one voter enters the joint
+//! data is an encoded [`ConfChange`]. Every node uses the latest
+//! configuration in its log, committed or not (§4.1), and undoes it if the
+//! entry is truncated. A change of more than one voter enters the joint
 //! configuration `C_old,new`, where elections and commitment need a
 //! majority of both; the leader leaves it automatically once the joint
-//! entry is applied.
+//! entry is committed.
 //!
 //! Invariants: voters, outgoing voters and learners are sorted and free of
 //! duplicates; a learner is never a voter of the incoming configuration;
@@ -120,7 +120,7 @@ impl ConfChange {
 pub enum ConfChangeError {
     #[error("{}", crate::errors::not_leader_text(*leader_hint))]
     NotLeader { leader_hint: NodeId },
-    #[error("a configuration change is already in progress (index {pending_index} not yet applied)")]
+    #[error("a configuration change is already in progress (index {pending_index} not yet committed)")]
     InProgress { pending_index: Index },
     #[error("the cluster is in a joint configuration; only leaving it is allowed")]
     InJoint,
@@ -134,7 +134,7 @@ pub enum ConfChangeError {
     AlreadyVoter(NodeId),
     #[error("node {0} is already a learner")]
     AlreadyLearner(NodeId),
-    #[error("learner {id} is not caught up (match index {match_index}, leader commit {commit}); promote it later")]
+    #[error("node {id} is not caught up (match index {match_index}, leader commit {commit}); add it as a learner and promote it once caught up")]
     LearnerNotCaughtUp {
         id: NodeId,
         match_index: Index,

@@ -117,11 +117,6 @@ pub struct Raft<S: Storage> {
     /// Leader: index of the last configuration change appended; another is
     /// refused until it is committed (one change at a time; a new leader
     /// sets it to its first entry, the 2015 fix).
-    /// Leader: a change in progress removes or demotes this node. Its log
-    /// must not grow past that change, or voters that do not yet know the
-    /// change committed could need the vote of a node with a longer log
-    /// that no longer campaigns.
-    leaving: bool,
     pending_conf_index: Index,
     term: Term,
     vote: NodeId,
@@ -196,10 +191,20 @@ impl<S: Storage> Raft<S> {
         })?;
         let restarted_with_term = hard_state.term > 0;
         let lease_mode = matches!(config.read_mode, ReadMode::Lease { .. });
-        let bootstrap = Configuration::new(config.voters.clone(), config.learners.clone());
+        // The configuration before the first stored entry: the bootstrap one
+        // for a whole log, the one stored at compaction otherwise.
+        let base = if log.first_index() > 1 {
+            log.storage()
+                .compacted_configuration()
+                .ok_or(ConfigError::CompactedWithoutConfiguration {
+                    first_index: log.first_index(),
+                })?
+        } else {
+            Configuration::new(config.voters.clone(), config.learners.clone())
+        };
         // The configuration in force is the latest one in the log: replay
         // every configuration change in it, in bounded chunks.
-        let mut conf_history = vec![(0, bootstrap)];
+        let mut conf_history = vec![(log.first_index() - 1, base)];
         let mut conf_changes_ignored = 0;
         let mut next_index = log.first_index();
         while next_index <= log.last_index() {
@@ -224,7 +229,6 @@ impl<S: Storage> Raft<S> {
             configuration,
             conf_history,
             pending_conf_index: 0,
-            leaving: false,
             term: hard_state.term,
             vote: hard_state.vote,
             role: Role::Follower,
@@ -306,6 +310,20 @@ impl<S: Storage> Raft<S> {
     /// The membership in force.
     pub fn configuration(&self) -> &Configuration {
         &self.configuration
+    }
+
+    /// The configuration in force at `index` (for storing with a compaction
+    /// up to `index`), if this node still knows it: indexes from the latest
+    /// committed configuration change on.
+    pub fn configuration_at(&self, index: Index) -> Option<Configuration> {
+        if index < self.conf_history.first()?.0 {
+            return None;
+        }
+        self.conf_history
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= index)
+            .map(|(_, configuration)| configuration.clone())
     }
 
     pub fn config(&self) -> &Config {
@@ -523,7 +541,9 @@ impl<S: Storage> Raft<S> {
                 target: self.transfer_target,
             });
         }
-        if self.leaving {
+        if !self.configuration.voters.contains(&self.id) {
+            // The configuration in force (or the one a joint configuration
+            // leads to) excludes this leader: it only finishes the change.
             return Err(ProposeError::LeaderLeaving);
         }
         let mut bytes = 0u64;
@@ -563,12 +583,13 @@ impl<S: Storage> Raft<S> {
         Ok(first..end)
     }
 
-    /// Proposes a membership change (leader only). One change at a time: a
-    /// second is refused until the first is applied, and a new leader
-    /// accepts none until it has applied its first entry. A change of more
-    /// than one voter goes through the joint configuration, which the leader
-    /// leaves by itself once the joint entry is applied. A learner is
-    /// promoted only once its match index reached the commit index.
+    /// Proposes a membership change (leader only). It takes effect when
+    /// appended. One change at a time: a second is refused until the first
+    /// is committed, and a new leader accepts none until its first entry is
+    /// committed. A change of more than one voter goes through the joint
+    /// configuration, which the leader leaves by itself once the joint entry
+    /// is committed. A node becomes a voter only once its match index
+    /// reached the commit index: add it as a learner, then promote it.
     ///
     /// # Errors
     /// See [`ConfChangeError`]; nothing is proposed on error.
@@ -590,11 +611,13 @@ impl<S: Storage> Raft<S> {
         }
         // Validate against the configuration the entry will be applied to:
         // with no change pending, that is the one in force.
-        let next = self.configuration.apply(&change)?;
+        self.configuration.apply(&change)?;
         for op in &change.ops {
             if let ConfChangeOp::AddVoter(id) = *op {
+                // The change is in force once appended: a voter that cannot
+                // keep up (or does not exist) would stall every commit.
                 let match_index = self.match_of(id);
-                if self.configuration.is_learner(id) && match_index < self.log.commit {
+                if id != self.id && match_index < self.log.commit {
                     return Err(ConfChangeError::LearnerNotCaughtUp {
                         id,
                         match_index,
@@ -604,9 +627,6 @@ impl<S: Storage> Raft<S> {
             }
         }
         let index = self.append_conf_change(&change);
-        // Leaving once the change (and, if joint, the automatic leave) is
-        // in force: accept nothing more.
-        self.leaving = next.voters.binary_search(&self.id).is_err();
         self.debug_check();
         Ok(index)
     }
@@ -715,9 +735,11 @@ impl<S: Storage> Raft<S> {
             self.append_conf_change(&ConfChange::default());
             return;
         }
-        // Removed (or demoted) and the change is committed. Hand over to a
-        // voter that holds the whole log (it campaigns at once), then step
-        // down and fall silent.
+        // Removed (or demoted) and the change is committed. Tell everyone
+        // the commit index, hand over to a voter that holds the whole log
+        // (it campaigns at once), then step down and fall silent.
+        self.broadcast_append();
+        self.commit_broadcast = self.log.commit;
         let last = self.log.last_index();
         let successor = self
             .progress
@@ -1587,7 +1609,6 @@ impl<S: Storage> Raft<S> {
         self.reads_before_commit.clear();
         self.heartbeat_rounds.clear();
         self.lease_expires_tick = 0;
-        self.leaving = false;
         self.uncommitted_bytes = 0;
         self.needs_broadcast = false;
         self.read_round_wanted = false;

@@ -6,6 +6,7 @@
 //! calls `Raft::on_persisted`. Everything a store returns must therefore be
 //! durable; entries not yet persisted live in the core's unstable log.
 
+use crate::configuration::Configuration;
 use crate::types::{Entry, HardState, Index, Term};
 
 /// Why a storage read failed.
@@ -45,6 +46,14 @@ pub trait Storage {
     /// # Errors
     /// As `term`, for any index outside the stored range.
     fn entries(&self, low: Index, high: Index, bytes_max: u64) -> Result<Vec<Entry>, StorageError>;
+
+    /// The configuration in force at `first_index() - 1`, when entries were
+    /// compacted away (`None` for a log that starts at index 1). Without it
+    /// the core cannot know the membership of a compacted log and refuses
+    /// to start.
+    fn compacted_configuration(&self) -> Option<Configuration> {
+        None
+    }
 }
 
 /// A durable-by-definition store in memory. Tests treat its contents as what
@@ -58,6 +67,8 @@ pub struct MemStorage {
     offset: Index,
     /// Term of the entry at `offset - 1` (0 while nothing is compacted).
     compacted_term: Term,
+    /// Configuration in force at `offset - 1`, once something is compacted.
+    compacted_configuration: Option<Configuration>,
 }
 
 impl MemStorage {
@@ -67,16 +78,18 @@ impl MemStorage {
             entries: Vec::new(),
             offset: 1,
             compacted_term: 0,
+            compacted_configuration: None,
         }
     }
 
     /// Drops the entries up to and including `index`, remembering its term
-    /// so the consistency check at the new first index still works. The
-    /// caller guarantees the state machine holds everything dropped.
+    /// (so the consistency check at the new first index still works) and
+    /// the `configuration` in force at `index` (`Raft::configuration_at`).
+    /// The caller guarantees the state machine holds everything dropped.
     ///
     /// # Errors
     /// `Compacted` if `index` is already gone, `Unavailable` beyond the log.
-    pub fn compact(&mut self, index: Index) -> Result<(), StorageError> {
+    pub fn compact(&mut self, index: Index, configuration: Configuration) -> Result<(), StorageError> {
         if index < self.offset {
             return Err(StorageError::Compacted {
                 index,
@@ -88,6 +101,7 @@ impl MemStorage {
         self.entries.drain(..count);
         self.offset = index + 1;
         self.compacted_term = term;
+        self.compacted_configuration = Some(configuration);
         Ok(())
     }
 
@@ -184,6 +198,10 @@ impl Storage for MemStorage {
         let end = (high - self.offset) as usize;
         Ok(take_within_bytes(&self.entries[start..end], bytes_max))
     }
+
+    fn compacted_configuration(&self) -> Option<Configuration> {
+        self.compacted_configuration.clone()
+    }
 }
 
 /// Clones a prefix of `entries` whose total size stays within `bytes_max`,
@@ -239,12 +257,20 @@ mod tests {
     fn compaction_keeps_the_term_of_the_last_dropped_entry() {
         let mut storage = MemStorage::new();
         storage.append(&[entry(1, 1), entry(2, 2), entry(3, 2)]);
-        storage.compact(2).unwrap();
+        storage.compact(2, Configuration::new(vec![1], Vec::new())).unwrap();
         assert_eq!(storage.first_index(), 3);
         assert_eq!(storage.term(2), Ok(2));
         assert!(matches!(storage.term(1), Err(StorageError::Compacted { .. })));
-        assert!(matches!(storage.compact(1), Err(StorageError::Compacted { .. })));
-        assert!(matches!(storage.compact(9), Err(StorageError::Unavailable { .. })));
+        let configuration = Configuration::new(vec![1], Vec::new());
+        assert!(matches!(
+            storage.compact(1, configuration.clone()),
+            Err(StorageError::Compacted { .. })
+        ));
+        assert!(matches!(
+            storage.compact(9, configuration.clone()),
+            Err(StorageError::Unavailable { .. })
+        ));
+        assert_eq!(storage.compacted_configuration(), Some(configuration));
         assert_eq!(storage.entries(3, 4, u64::MAX).unwrap().len(), 1);
     }
 

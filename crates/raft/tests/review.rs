@@ -72,7 +72,9 @@ fn restart_after_compaction_up_to_applied_does_not_panic() {
             commit: 4,
         },
     );
-    storage.compact(8).expect("compact below applied");
+    storage
+        .compact(8, raftwerk_raft::Configuration::new(vec![1, 2, 3], Vec::new()))
+        .expect("compact below applied");
     let mut config = config(2, &[1, 2, 3]);
     config.applied = 8;
     let mut node = Raft::new(config, storage).expect("valid config");
@@ -97,7 +99,9 @@ fn compacted_cluster() -> Network {
                     commit: 10,
                 },
             );
-            storage.compact(5).expect("compact committed prefix");
+            storage
+                .compact(5, raftwerk_raft::Configuration::new(vec![1, 2, 3], Vec::new()))
+                .expect("compact committed prefix");
             (id, storage)
         })
         .collect();
@@ -156,7 +160,9 @@ fn follower_behind_compacted_log_does_not_panic_the_leader() {
                     commit: 10,
                 },
             );
-            storage.compact(5).expect("compact committed prefix");
+            storage
+                .compact(5, raftwerk_raft::Configuration::new(vec![1, 2, 3], Vec::new()))
+                .expect("compact committed prefix");
             (id, storage)
         })
         .collect();

@@ -141,7 +141,12 @@ impl BenchCluster {
             return;
         }
         for node in &mut self.nodes {
-            node.storage_mut().compact(upto).expect("compaction below applied");
+            let configuration = node
+                .configuration_at(upto)
+                .expect("a static configuration is always known");
+            node.storage_mut()
+                .compact(upto, configuration)
+                .expect("compaction below applied");
         }
         self.compacted = upto;
     }
