@@ -17,6 +17,7 @@ pub mod progress;
 pub mod raft;
 pub mod rng;
 pub mod storage;
+pub mod storage_conformance;
 pub mod types;
 
 pub use config::{Config, ConfigError, ReadMode};
@@ -24,7 +25,7 @@ pub use configuration::{ConfChange, ConfChangeError, ConfChangeOp, Configuration
 pub use errors::{ProposeError, ReadError, RejectReason, TransferError};
 pub use raft::{Raft, Stats, Status};
 pub use rng::SeededRng;
-pub use storage::{MemStorage, Storage, StorageError};
+pub use storage::{LogStore, MemStorage, Storage, StorageError};
 pub use types::{
     Entry, EntryKind, HardState, Index, Message, MessageBody, NodeId, ReadState, Ready, Role, SoftState, Term,
     ENTRY_OVERHEAD_BYTES, NO_NODE,

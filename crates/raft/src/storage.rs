@@ -56,6 +56,42 @@ pub trait Storage {
     }
 }
 
+/// Write access to durable log storage: what the application uses to
+/// persist each `Ready` before calling `Raft::on_persisted`. The WAL and
+/// `MemStorage` implement it; `storage_conformance` checks the contract.
+pub trait LogStore: Storage {
+    /// Appends `entries`, first dropping any stored suffix from
+    /// `entries[0].index` (a follower's overwrite). Durable after `sync`.
+    ///
+    /// # Errors
+    /// `Io` when the store fails; the node must stop.
+    ///
+    /// # Panics
+    /// If the entries are not contiguous or leave a gap (a caller bug).
+    fn append_entries(&mut self, entries: &[Entry]) -> Result<(), StorageError>;
+
+    /// Replaces the hard state. Durable after `sync`; a crash leaves the old
+    /// or the new one, never a mix.
+    ///
+    /// # Errors
+    /// `Io` when the store fails.
+    fn save_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError>;
+
+    /// Drops entries up to and including `index`, keeping its term and the
+    /// `configuration` in force there.
+    ///
+    /// # Errors
+    /// `Compacted` or `Unavailable` for an index outside the log; `Io`.
+    fn compact_to(&mut self, index: Index, configuration: Configuration) -> Result<(), StorageError>;
+
+    /// Makes everything written so far durable.
+    ///
+    /// # Errors
+    /// `Io` when the store fails; the node must stop (no retry can prove
+    /// durability after a failed sync).
+    fn sync(&mut self) -> Result<(), StorageError>;
+}
+
 /// A durable-by-definition store in memory. Tests treat its contents as what
 /// survives a crash.
 #[derive(Clone, Debug, Default)]
@@ -201,6 +237,26 @@ impl Storage for MemStorage {
 
     fn compacted_configuration(&self) -> Option<Configuration> {
         self.compacted_configuration.clone()
+    }
+}
+
+impl LogStore for MemStorage {
+    fn append_entries(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        self.append(entries);
+        Ok(())
+    }
+
+    fn save_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError> {
+        self.set_hard_state(hard_state);
+        Ok(())
+    }
+
+    fn compact_to(&mut self, index: Index, configuration: Configuration) -> Result<(), StorageError> {
+        self.compact(index, configuration)
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        Ok(())
     }
 }
 
