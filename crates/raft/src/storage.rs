@@ -175,6 +175,15 @@ impl MemStorage {
         self.entries.extend_from_slice(entries);
     }
 
+    /// Writes a ready's hard state and entries (what an application does
+    /// before `Raft::on_persisted`; memory is durable by definition here).
+    pub fn persist(&mut self, ready: &crate::types::Ready) {
+        if let Some(hard_state) = ready.hard_state {
+            self.set_hard_state(hard_state);
+        }
+        self.append(&ready.entries);
+    }
+
     /// Number of entries held (for tests and benchmarks).
     pub fn len(&self) -> usize {
         self.entries.len()

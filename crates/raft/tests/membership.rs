@@ -8,27 +8,6 @@ mod harness;
 use harness::*;
 use raftwerk_raft::{ConfChange, ConfChangeError, ConfChangeOp, EntryKind, MemStorage, Raft, RejectReason, Role};
 
-/// Nodes 1–5 exist; the cluster bootstraps with voters 1, 2, 3, so 4 and 5
-/// are spare nodes that join through configuration changes.
-fn cluster_with_spares() -> Network {
-    let mut net = Network::new(&[1, 2, 3, 4, 5], |config| config.voters = vec![1, 2, 3]);
-    net.elect(1);
-    net.run_ticks(1);
-    net
-}
-
-fn change(ops: &[ConfChangeOp]) -> ConfChange {
-    ConfChange { ops: ops.to_vec() }
-}
-
-/// Runs ticks until every node applied everything the leader committed
-/// (bounded).
-fn settle(net: &mut Network) {
-    for _ in 0..50 {
-        net.run_ticks(1);
-    }
-}
-
 #[test]
 fn learner_receives_the_log_but_never_votes_nor_counts() {
     let mut net = cluster_with_spares();
@@ -97,12 +76,7 @@ fn lagging_learner_promotion_is_refused() {
 #[test]
 fn joint_change_enters_joint_and_leaves_it_automatically() {
     let mut net = cluster_with_spares();
-    for id in [4, 5] {
-        net.node_mut(1)
-            .propose_conf_change(change(&[ConfChangeOp::AddLearner(id)]))
-            .unwrap();
-        settle(&mut net);
-    }
+    add_learners(&mut net, 1, &[4, 5]);
     // Replace 2 and 3 by 4 and 5 in one change: C_old,new first.
     let index = net
         .node_mut(1)

@@ -86,25 +86,25 @@ fn restart_after_compaction_up_to_applied_does_not_panic() {
 
 // ----- Peer input that panics a leader whose log is compacted ----------------
 
+/// Ten committed entries of term 1, compacted up to index 5.
+fn compacted_storage() -> raftwerk_raft::MemStorage {
+    let mut storage = storage_with(
+        &[1; 10],
+        HardState {
+            term: 1,
+            vote: 0,
+            commit: 10,
+        },
+    );
+    storage
+        .compact(5, raftwerk_raft::Configuration::new(vec![1, 2, 3], Vec::new()))
+        .expect("compact committed prefix");
+    storage
+}
+
 fn compacted_cluster() -> Network {
     let ids = [1, 2, 3];
-    let storages = ids
-        .iter()
-        .map(|&id| {
-            let mut storage = storage_with(
-                &[1; 10],
-                HardState {
-                    term: 1,
-                    vote: 0,
-                    commit: 10,
-                },
-            );
-            storage
-                .compact(5, raftwerk_raft::Configuration::new(vec![1, 2, 3], Vec::new()))
-                .expect("compact committed prefix");
-            (id, storage)
-        })
-        .collect();
+    let storages = ids.iter().map(|&id| (id, compacted_storage())).collect();
     let mut net = Network::with_storages(&ids, storages, |config| config.applied = 10);
     net.campaign(1);
     net.deliver_where(is_election);
@@ -149,23 +149,7 @@ fn rejection_hint_below_compacted_log_does_not_panic_the_leader() {
 #[test]
 fn follower_behind_compacted_log_does_not_panic_the_leader() {
     let ids = [1, 2, 3];
-    let mut storages: std::collections::BTreeMap<_, _> = [1, 2]
-        .iter()
-        .map(|&id| {
-            let mut storage = storage_with(
-                &[1; 10],
-                HardState {
-                    term: 1,
-                    vote: 0,
-                    commit: 10,
-                },
-            );
-            storage
-                .compact(5, raftwerk_raft::Configuration::new(vec![1, 2, 3], Vec::new()))
-                .expect("compact committed prefix");
-            (id, storage)
-        })
-        .collect();
+    let mut storages: std::collections::BTreeMap<_, _> = [1, 2].iter().map(|&id| (id, compacted_storage())).collect();
     storages.insert(3, raftwerk_raft::MemStorage::new());
     let mut net = Network::with_storages(&ids, storages, |config| {
         if config.id != 3 {

@@ -10,24 +10,7 @@ mod harness;
 use std::collections::BTreeMap;
 
 use harness::*;
-use raftwerk_raft::{ConfChange, ConfChangeError, ConfChangeOp, EntryKind, MemStorage, ProposeError, Raft, Role};
-
-fn change(ops: &[ConfChangeOp]) -> ConfChange {
-    ConfChange { ops: ops.to_vec() }
-}
-
-fn cluster_with_spares() -> Network {
-    let mut net = Network::new(&[1, 2, 3, 4, 5], |config| config.voters = vec![1, 2, 3]);
-    net.elect(1);
-    net.run_ticks(1);
-    net
-}
-
-fn settle(net: &mut Network) {
-    for _ in 0..50 {
-        net.run_ticks(1);
-    }
-}
+use raftwerk_raft::{ConfChangeError, ConfChangeOp, EntryKind, MemStorage, ProposeError, Raft, Role};
 
 fn leader_among(net: &Network, ids: &[u64]) -> Option<u64> {
     ids.iter().copied().find(|id| net.node(*id).role() == Role::Leader)
@@ -38,12 +21,7 @@ fn leader_among(net: &Network, ids: &[u64]) -> Option<u64> {
 #[test]
 fn probe_new_leader_leaves_joint_after_old_leader_lost() {
     let mut net = cluster_with_spares();
-    for id in [4, 5] {
-        net.node_mut(1)
-            .propose_conf_change(change(&[ConfChangeOp::AddLearner(id)]))
-            .unwrap();
-        settle(&mut net);
-    }
+    add_learners(&mut net, 1, &[4, 5]);
     net.node_mut(1)
         .propose_conf_change(change(&[
             ConfChangeOp::AddVoter(4),

@@ -170,10 +170,7 @@ impl Env {
         }
         let ready = raft.ready();
         if ready.must_persist() {
-            if let Some(hard_state) = ready.hard_state {
-                raft.storage_mut().set_hard_state(hard_state);
-            }
-            raft.storage_mut().append(&ready.entries);
+            raft.storage_mut().persist(&ready);
             raft.on_persisted(ready.seq);
         }
         let text = ready_text(id, &ready);

@@ -105,10 +105,7 @@ impl BenchCluster {
         *any = true;
         let ready = node.ready();
         if ready.must_persist() {
-            if let Some(hard_state) = ready.hard_state {
-                node.storage_mut().set_hard_state(hard_state);
-            }
-            node.storage_mut().append(&ready.entries);
+            node.storage_mut().persist(&ready);
             node.on_persisted(ready.seq);
         }
         self.in_transit.extend(ready.messages);

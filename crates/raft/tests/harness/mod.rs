@@ -316,11 +316,41 @@ pub fn vote_granted(messages: &[Message], to: NodeId) -> Option<bool> {
 
 /// Persists `ready`'s state into the node's storage and acknowledges it.
 pub fn persist(node: &mut Raft<MemStorage>, ready: &raftwerk_raft::Ready) {
-    if let Some(hard_state) = ready.hard_state {
-        node.storage_mut().set_hard_state(hard_state);
-    }
-    node.storage_mut().append(&ready.entries);
+    node.storage_mut().persist(ready);
     if ready.must_persist() {
         node.on_persisted(ready.seq);
+    }
+}
+
+/// A configuration change of `ops`.
+pub fn change(ops: &[raftwerk_raft::ConfChangeOp]) -> raftwerk_raft::ConfChange {
+    raftwerk_raft::ConfChange { ops: ops.to_vec() }
+}
+
+/// Nodes 1–5 exist; the cluster bootstraps with voters 1, 2, 3 and elects
+/// node 1, so 4 and 5 are spare nodes that join through changes.
+pub fn cluster_with_spares() -> Network {
+    let mut net = Network::new(&[1, 2, 3, 4, 5], |config| config.voters = vec![1, 2, 3]);
+    net.elect(1);
+    net.run_ticks(1);
+    net
+}
+
+/// Adds `ids` as learners one change at a time through `leader`, letting
+/// each change commit before the next.
+pub fn add_learners(net: &mut Network, leader: NodeId, ids: &[NodeId]) {
+    for &id in ids {
+        net.node_mut(leader)
+            .propose_conf_change(change(&[raftwerk_raft::ConfChangeOp::AddLearner(id)]))
+            .expect("learner added");
+        settle(net);
+    }
+}
+
+/// Runs ticks until every node applied everything the leader committed
+/// (bounded).
+pub fn settle(net: &mut Network) {
+    for _ in 0..50 {
+        net.run_ticks(1);
     }
 }
