@@ -174,6 +174,18 @@ fn majority_index(ids: &[NodeId], match_of: &impl Fn(NodeId) -> Index) -> Index 
         // An empty half of a joint configuration constrains nothing.
         return Index::MAX;
     }
+    // Called on every append reply: sort on the stack for usual cluster
+    // sizes, on the heap only for unusually large ones.
+    const ON_STACK_MAX: usize = 16;
+    if ids.len() <= ON_STACK_MAX {
+        let mut matches = [0 as Index; ON_STACK_MAX];
+        for (slot, &id) in matches.iter_mut().zip(ids) {
+            *slot = match_of(id);
+        }
+        let matches = &mut matches[..ids.len()];
+        matches.sort_unstable_by(|a, b| b.cmp(a));
+        return matches[ids.len() / 2];
+    }
     let mut matches: Vec<Index> = ids.iter().map(|&id| match_of(id)).collect();
     matches.sort_unstable_by(|a, b| b.cmp(a));
     matches[ids.len() / 2]

@@ -1483,14 +1483,18 @@ impl<S: Storage> Raft<S> {
         }
         let next = pr.next_index;
         let prev_index = next - 1;
-        let entries = match self.log.term_checked(prev_index) {
-            Ok(_) if next > last => Ok(Vec::new()),
-            Ok(_) => self.log.entries(next, last + 1, bytes_max),
-            Err(error) => Err(error),
-        };
-        let (prev_term, entries) = match (self.log.term_checked(prev_index), entries) {
-            (Ok(prev_term), Ok(entries)) => (prev_term, entries),
-            (Err(StorageError::Compacted { .. }), _) | (_, Err(StorageError::Compacted { .. })) => {
+        let read = self.log.term_checked(prev_index).and_then(|prev_term| {
+            if next > last {
+                Ok((prev_term, Vec::new()))
+            } else {
+                self.log
+                    .entries(next, last + 1, bytes_max)
+                    .map(|entries| (prev_term, entries))
+            }
+        });
+        let (prev_term, entries) = match read {
+            Ok(read) => read,
+            Err(StorageError::Compacted { .. }) => {
                 // The follower needs entries compacted into a snapshot.
                 // Snapshot transfer is not implemented yet: hold this
                 // follower (a heartbeat answer retries) and count it.
@@ -1499,9 +1503,7 @@ impl<S: Storage> Raft<S> {
                 self.stats.snapshot_needed += 1;
                 return false;
             }
-            (Err(error), _) | (_, Err(error)) => {
-                panic!("node {}: log storage failed for follower {to}: {error}", self.id)
-            }
+            Err(error) => panic!("node {}: log storage failed for follower {to}: {error}", self.id),
         };
         let is_probe = self.progress[at].state == ProgressState::Probe;
         // An empty append in replicate state only carries the commit index:
