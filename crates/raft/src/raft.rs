@@ -1658,7 +1658,7 @@ impl<S: Storage> Raft<S> {
             })
             .collect();
         // A configuration change waits until everything before this term's
-        // first entry is applied (Ongaro, raft-dev, July 2015).
+        // first entry is committed (Ongaro, raft-dev, July 2015).
         self.pending_conf_index = next;
         self.commit_broadcast = self.log.commit;
         // §5.4.2 / §6.4: an entry of the new term lets the leader commit
