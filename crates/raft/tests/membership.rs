@@ -11,10 +11,7 @@ use raftwerk_raft::{ConfChange, ConfChangeError, ConfChangeOp, EntryKind, MemSto
 #[test]
 fn learner_receives_the_log_but_never_votes_nor_counts() {
     let mut net = cluster_with_spares();
-    net.node_mut(1)
-        .propose_conf_change(change(&[ConfChangeOp::AddLearner(4)]))
-        .unwrap();
-    settle(&mut net);
+    commit_change(&mut net, 1, &[ConfChangeOp::AddLearner(4)]);
     assert!(net.node(1).configuration().is_learner(4));
     assert!(
         net.node(4).configuration().is_learner(4),
@@ -66,10 +63,7 @@ fn lagging_learner_promotion_is_refused() {
     // Once caught up, the promotion is accepted.
     net.heal();
     settle(&mut net);
-    net.node_mut(1)
-        .propose_conf_change(change(&[ConfChangeOp::AddVoter(4)]))
-        .unwrap();
-    settle(&mut net);
+    commit_change(&mut net, 1, &[ConfChangeOp::AddVoter(4)]);
     assert!(net.node(1).configuration().is_voter(4));
 }
 
@@ -145,10 +139,7 @@ fn new_leader_refuses_conf_change_until_its_first_entry_is_applied() {
 #[test]
 fn removed_leader_steps_down_after_the_change_commits_and_falls_silent() {
     let mut net = cluster_with_spares();
-    net.node_mut(1)
-        .propose_conf_change(change(&[ConfChangeOp::Remove(1)]))
-        .unwrap();
-    settle(&mut net);
+    commit_change(&mut net, 1, &[ConfChangeOp::Remove(1)]);
     assert_ne!(net.node(1).role(), Role::Leader);
     assert!(!net.node(1).configuration().is_member(1));
     // The remaining voters elect a leader among themselves.
@@ -206,14 +197,8 @@ fn removed_node_that_comes_back_cannot_disrupt_the_cluster() {
 #[test]
 fn configuration_is_rebuilt_from_the_log_on_restart() {
     let mut net = cluster_with_spares();
-    net.node_mut(1)
-        .propose_conf_change(change(&[ConfChangeOp::AddLearner(4)]))
-        .unwrap();
-    settle(&mut net);
-    net.node_mut(1)
-        .propose_conf_change(change(&[ConfChangeOp::AddVoter(4)]))
-        .unwrap();
-    settle(&mut net);
+    commit_change(&mut net, 1, &[ConfChangeOp::AddLearner(4)]);
+    commit_change(&mut net, 1, &[ConfChangeOp::AddVoter(4)]);
     // The configuration in force is the latest one in the log, whatever
     // the state machine applied.
     for applied in [net.node(2).applied_index(), 0] {
@@ -266,21 +251,12 @@ fn cluster_grows_from_one_voter_and_shrinks_back() {
     assert_eq!(net.node(1).role(), Role::Leader);
     settle(&mut net);
     for id in [2, 3] {
-        net.node_mut(1)
-            .propose_conf_change(change(&[ConfChangeOp::AddLearner(id)]))
-            .unwrap();
-        settle(&mut net);
-        net.node_mut(1)
-            .propose_conf_change(change(&[ConfChangeOp::AddVoter(id)]))
-            .unwrap();
-        settle(&mut net);
+        commit_change(&mut net, 1, &[ConfChangeOp::AddLearner(id)]);
+        commit_change(&mut net, 1, &[ConfChangeOp::AddVoter(id)]);
     }
     assert_eq!(net.node(3).configuration().voters, vec![1, 2, 3]);
     for id in [3, 2] {
-        net.node_mut(1)
-            .propose_conf_change(change(&[ConfChangeOp::Remove(id)]))
-            .unwrap();
-        settle(&mut net);
+        commit_change(&mut net, 1, &[ConfChangeOp::Remove(id)]);
     }
     assert_eq!(net.node(1).configuration().voters, vec![1]);
     let write = net.node_mut(1).propose(data(1)).unwrap();

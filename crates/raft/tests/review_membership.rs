@@ -60,14 +60,8 @@ fn probe_new_leader_leaves_joint_after_old_leader_lost() {
 #[test]
 fn probe_leader_removed_through_joint_hands_over() {
     let mut net = cluster_with_spares();
-    net.node_mut(1)
-        .propose_conf_change(change(&[ConfChangeOp::AddLearner(4)]))
-        .unwrap();
-    settle(&mut net);
-    net.node_mut(1)
-        .propose_conf_change(change(&[ConfChangeOp::AddVoter(4), ConfChangeOp::Remove(1)]))
-        .unwrap();
-    settle(&mut net);
+    commit_change(&mut net, 1, &[ConfChangeOp::AddLearner(4)]);
+    commit_change(&mut net, 1, &[ConfChangeOp::AddVoter(4), ConfChangeOp::Remove(1)]);
     assert_ne!(net.node(1).role(), Role::Leader);
     for _ in 0..100 {
         net.run_ticks(1);
@@ -86,10 +80,7 @@ fn probe_leader_removed_through_joint_hands_over() {
 #[test]
 fn probe_whole_cluster_restart_mid_joint() {
     let mut net = cluster_with_spares();
-    net.node_mut(1)
-        .propose_conf_change(change(&[ConfChangeOp::AddLearner(4)]))
-        .unwrap();
-    settle(&mut net);
+    commit_change(&mut net, 1, &[ConfChangeOp::AddLearner(4)]);
     net.node_mut(1)
         .propose_conf_change(change(&[ConfChangeOp::AddVoter(4), ConfChangeOp::Remove(3)]))
         .unwrap();
@@ -200,10 +191,7 @@ fn leader_elected_while_excluded_refuses_proposals() {
 #[test]
 fn restart_after_compaction_keeps_the_configuration() {
     let mut net = cluster_with_spares();
-    net.node_mut(1)
-        .propose_conf_change(change(&[ConfChangeOp::AddLearner(4)]))
-        .unwrap();
-    settle(&mut net);
+    commit_change(&mut net, 1, &[ConfChangeOp::AddLearner(4)]);
     net.node_mut(1).propose(data(1)).unwrap();
     settle(&mut net);
     let mut storage = net.node(2).storage().clone();

@@ -336,14 +336,19 @@ pub fn cluster_with_spares() -> Network {
     net
 }
 
+/// Proposes the change of `ops` at `leader` and lets it commit.
+pub fn commit_change(net: &mut Network, leader: NodeId, ops: &[raftwerk_raft::ConfChangeOp]) {
+    net.node_mut(leader)
+        .propose_conf_change(change(ops))
+        .expect("change accepted");
+    settle(net);
+}
+
 /// Adds `ids` as learners one change at a time through `leader`, letting
 /// each change commit before the next.
 pub fn add_learners(net: &mut Network, leader: NodeId, ids: &[NodeId]) {
     for &id in ids {
-        net.node_mut(leader)
-            .propose_conf_change(change(&[raftwerk_raft::ConfChangeOp::AddLearner(id)]))
-            .expect("learner added");
-        settle(net);
+        commit_change(net, leader, &[raftwerk_raft::ConfChangeOp::AddLearner(id)]);
     }
 }
 
