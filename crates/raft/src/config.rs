@@ -56,7 +56,18 @@ pub struct Config {
     pub committed_bytes_per_ready_max: u64,
     /// Reads waiting for confirmation at the leader.
     pub pending_reads_max: usize,
-    /// Index the state machine has already applied (restart resumes after it).
+    /// Bytes of snapshot data per `InstallSnapshot` chunk.
+    pub snapshot_chunk_bytes: u64,
+    /// Snapshot bytes sent and not acknowledged, per follower
+    /// (back-pressure on snapshot transfer).
+    pub snapshot_inflight_bytes_max: u64,
+    /// Entries kept below the latest snapshot when compacting, so a
+    /// follower slightly behind catches up from the log instead of needing
+    /// a whole snapshot (etcd's snapshot catch-up entries).
+    pub compaction_tail_entries: u64,
+    /// Index the state machine has already applied (restart resumes after
+    /// it). With a stored snapshot it is at least the snapshot's index: the
+    /// application restores its state from the snapshot first.
     pub applied: Index,
     /// Seed of the node's random generator (election timeouts).
     pub seed: u64,
@@ -79,6 +90,8 @@ pub enum ConfigError {
     ElectionNotAboveHeartbeat { election: u64, heartbeat: u64 },
     #[error("{0} must be at least 1")]
     ZeroBound(&'static str),
+    #[error("snapshot_chunk_bytes ({bytes}) is above the {limit}-byte limit peers accept")]
+    ChunkAboveLimit { bytes: u64, limit: u64 },
     #[error("lease reads require check_quorum")]
     LeaseWithoutCheckQuorum,
     #[error("lease drift margin ({margin}) must be below election_ticks ({election})")]
@@ -89,8 +102,12 @@ pub enum ConfigError {
     AppliedBeyondLog { applied: Index, last_index: Index },
     #[error("the stored log cannot be read: {0}")]
     LogUnreadable(String),
-    #[error("the log is compacted below index {first_index} and storage holds no configuration for it")]
-    CompactedWithoutConfiguration { first_index: Index },
+    #[error("the log is compacted below index {first_index} and storage holds no snapshot covering it")]
+    CompactedWithoutSnapshot { first_index: Index },
+    #[error(
+        "applied index {applied} is below the stored snapshot at {snapshot_index}: restore the state machine from the snapshot first"
+    )]
+    AppliedBelowSnapshot { applied: Index, snapshot_index: Index },
 }
 
 impl Config {
@@ -113,6 +130,9 @@ impl Config {
             uncommitted_bytes_max: 1 << 30,
             committed_bytes_per_ready_max: 64 << 20,
             pending_reads_max: 1 << 16,
+            snapshot_chunk_bytes: 1 << 20,
+            snapshot_inflight_bytes_max: 8 << 20,
+            compaction_tail_entries: 5_000,
             applied: 0,
             seed: id,
         }
@@ -153,7 +173,7 @@ impl Config {
                 heartbeat: self.heartbeat_ticks,
             });
         }
-        let bounds: [(&'static str, u64); 7] = [
+        let bounds: [(&'static str, u64); 9] = [
             ("message_bytes_max", self.message_bytes_max),
             ("inflight_messages_max", self.inflight_messages_max as u64),
             ("inflight_bytes_max", self.inflight_bytes_max),
@@ -161,11 +181,19 @@ impl Config {
             ("uncommitted_bytes_max", self.uncommitted_bytes_max),
             ("committed_bytes_per_ready_max", self.committed_bytes_per_ready_max),
             ("pending_reads_max", self.pending_reads_max as u64),
+            ("snapshot_chunk_bytes", self.snapshot_chunk_bytes),
+            ("snapshot_inflight_bytes_max", self.snapshot_inflight_bytes_max),
         ];
         for (name, value) in bounds {
             if value == 0 {
                 return Err(ConfigError::ZeroBound(name));
             }
+        }
+        if self.snapshot_chunk_bytes > crate::snapshot::SNAPSHOT_CHUNK_BYTES_LIMIT {
+            return Err(ConfigError::ChunkAboveLimit {
+                bytes: self.snapshot_chunk_bytes,
+                limit: crate::snapshot::SNAPSHOT_CHUNK_BYTES_LIMIT,
+            });
         }
         if let ReadMode::Lease { drift_margin_ticks } = self.read_mode {
             if !self.check_quorum {

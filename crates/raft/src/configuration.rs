@@ -353,25 +353,35 @@ impl Configuration {
         Ok(next)
     }
 
+    /// Checks the shape of a configuration received from a peer.
+    ///
+    /// # Errors
+    /// The first rule broken.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        let sorted = |ids: &[NodeId]| ids.windows(2).all(|pair| pair[0] < pair[1]);
+        if !sorted(&self.voters) || !sorted(&self.outgoing) || !sorted(&self.learners) {
+            return Err("configuration lists not sorted");
+        }
+        if self.voters.is_empty() {
+            return Err("configuration without voters");
+        }
+        let members = self.voters.iter().chain(&self.outgoing).chain(&self.learners);
+        if members.clone().any(|id| *id == NO_NODE) {
+            return Err("configuration names node 0");
+        }
+        if self
+            .learners
+            .iter()
+            .any(|learner| self.voters.binary_search(learner).is_ok())
+        {
+            return Err("configuration learner also votes");
+        }
+        Ok(())
+    }
+
     pub fn check_invariants(&self) {
-        assert!(
-            self.voters.windows(2).all(|pair| pair[0] < pair[1]),
-            "voters not sorted"
-        );
-        assert!(
-            self.outgoing.windows(2).all(|pair| pair[0] < pair[1]),
-            "outgoing not sorted"
-        );
-        assert!(
-            self.learners.windows(2).all(|pair| pair[0] < pair[1]),
-            "learners not sorted"
-        );
-        assert!(!self.voters.is_empty(), "no voters");
-        for learner in &self.learners {
-            assert!(
-                self.voters.binary_search(learner).is_err(),
-                "learner {learner} also votes"
-            );
+        if let Err(rule) = self.validate() {
+            panic!("{rule}: {self:?}");
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod log;
 pub mod progress;
 pub mod raft;
 pub mod rng;
+pub mod snapshot;
 pub mod storage;
 pub mod storage_conformance;
 pub mod types;
@@ -25,6 +26,7 @@ pub use configuration::{ConfChange, ConfChangeError, ConfChangeOp, Configuration
 pub use errors::{ProposeError, ReadError, RejectReason, TransferError};
 pub use raft::{Raft, Stats, Status};
 pub use rng::SeededRng;
+pub use snapshot::{IncomingChunk, SnapshotChunk, SnapshotError, SnapshotMeta, SnapshotProgress};
 pub use storage::{LogStore, MemStorage, Storage, StorageError};
 pub use types::{
     Entry, EntryKind, HardState, Index, Message, MessageBody, NodeId, ReadState, Ready, Role, SoftState, Term,

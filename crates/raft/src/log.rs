@@ -9,6 +9,7 @@
 //! write (`emitted` tracks how far), and committed entries are handed out
 //! only once they are locally durable.
 
+use crate::snapshot::SnapshotMeta;
 use crate::storage::{take_within_bytes, Storage, StorageError};
 use crate::types::{Entry, Index, Term};
 
@@ -25,6 +26,12 @@ pub struct RaftLog<S> {
     pub(crate) commit: Index,
     /// Highest index handed to the application for applying.
     pub(crate) applied: Index,
+    /// A snapshot received from the leader that replaces the whole log but
+    /// is not yet durable: it answers for `index` and everything below,
+    /// hiding the stale stored log until the application installs it.
+    snapshot: Option<SnapshotMeta>,
+    /// `snapshot` has been handed out in a `Ready` for installing.
+    snapshot_emitted: bool,
 }
 
 impl<S: Storage> RaftLog<S> {
@@ -55,6 +62,8 @@ impl<S: Storage> RaftLog<S> {
             emitted: last,
             commit,
             applied,
+            snapshot: None,
+            snapshot_emitted: false,
         })
     }
 
@@ -67,7 +76,10 @@ impl<S: Storage> RaftLog<S> {
     }
 
     pub fn first_index(&self) -> Index {
-        self.storage.first_index()
+        match &self.snapshot {
+            Some(snapshot) => snapshot.index + 1,
+            None => self.storage.first_index(),
+        }
     }
 
     pub fn last_index(&self) -> Index {
@@ -99,6 +111,16 @@ impl<S: Storage> RaftLog<S> {
                 }),
             };
         }
+        if let Some(snapshot) = &self.snapshot {
+            // Everything below `offset` is the snapshot's.
+            if index == snapshot.index {
+                return Ok(snapshot.term);
+            }
+            return Err(StorageError::Compacted {
+                index,
+                first_index: snapshot.index + 1,
+            });
+        }
         self.storage.term(index)
     }
 
@@ -119,6 +141,12 @@ impl<S: Storage> RaftLog<S> {
             return Ok(Vec::new());
         }
         let high = high.min(self.last_index() + 1);
+        if low < self.offset && self.snapshot.is_some() {
+            return Err(StorageError::Compacted {
+                index: low,
+                first_index: self.offset,
+            });
+        }
         let mut out = if low < self.offset {
             self.storage.entries(low, high.min(self.offset), bytes_max)?
         } else {
@@ -251,7 +279,39 @@ impl<S: Storage> RaftLog<S> {
     }
 
     pub fn has_unemitted(&self) -> bool {
-        self.emitted < self.last_index()
+        self.emitted < self.last_index() || (self.snapshot.is_some() && !self.snapshot_emitted)
+    }
+
+    /// Replaces the whole log by a snapshot from the leader (§7): the log
+    /// now continues after `meta.index`, which is committed and, once the
+    /// application restores the snapshot, applied.
+    pub fn restore(&mut self, meta: SnapshotMeta) {
+        debug_assert!(meta.index > self.commit, "restoring a snapshot the log already covers");
+        self.unstable.clear();
+        self.offset = meta.index + 1;
+        self.emitted = meta.index;
+        self.commit = meta.index;
+        self.applied = meta.index;
+        self.snapshot = Some(meta);
+        self.snapshot_emitted = false;
+    }
+
+    /// The restored snapshot not yet handed out for installing; marks it
+    /// handed out.
+    pub fn take_unemitted_snapshot(&mut self) -> Option<SnapshotMeta> {
+        if self.snapshot_emitted {
+            return None;
+        }
+        self.snapshot_emitted = true;
+        self.snapshot.clone()
+    }
+
+    /// The application made the restored snapshot at `index` durable: the
+    /// stored log now answers for it.
+    pub fn snapshot_persisted(&mut self, index: Index) {
+        if self.snapshot.as_ref().is_some_and(|snapshot| snapshot.index == index) {
+            self.snapshot = None;
+        }
     }
 
     /// The last index handed out for persistence and its term.
@@ -311,6 +371,13 @@ impl<S: Storage> RaftLog<S> {
         assert!(self.applied <= self.persisted_index().max(self.first_index() - 1));
         assert!(self.emitted <= self.last_index());
         assert!(self.offset >= 1);
+        if let Some(snapshot) = &self.snapshot {
+            assert!(
+                self.offset > snapshot.index,
+                "unstable entries below a restored snapshot"
+            );
+            assert!(self.commit >= snapshot.index, "a restored snapshot is committed");
+        }
         if let (Some(first), Some(last)) = (self.unstable.first(), self.unstable.last()) {
             assert_eq!(first.index, self.offset);
             assert_eq!(last.index, self.last_index());

@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 
+use crate::snapshot::{Outgoing, SnapshotMeta};
 use crate::types::{Index, NodeId};
 
 /// How the leader currently sends to a follower.
@@ -17,6 +18,9 @@ pub enum ProgressState {
     Probe,
     /// The follower is known to match: stream appends optimistically.
     Replicate,
+    /// The follower needs compacted entries: a snapshot is streaming to it
+    /// (`Progress::snapshot`), and appends wait until it is installed.
+    Snapshot,
 }
 
 /// The appends sent to one follower and not yet acknowledged.
@@ -100,6 +104,8 @@ pub struct Progress {
     /// Highest commit index sent to this member in an append.
     pub commit_sent: Index,
     pub inflights: Inflights,
+    /// The snapshot transfer, in `Snapshot` state.
+    pub snapshot: Option<Outgoing>,
 }
 
 impl Progress {
@@ -115,6 +121,7 @@ impl Progress {
             match_at_heartbeat: 0,
             commit_sent: 0,
             inflights: Inflights::new(messages_max, bytes_max),
+            snapshot: None,
         }
     }
 
@@ -123,6 +130,7 @@ impl Progress {
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => self.inflights.is_full(),
+            ProgressState::Snapshot => true,
         }
     }
 
@@ -131,6 +139,7 @@ impl Progress {
         self.probe_sent = false;
         self.next_index = self.match_index + 1;
         self.inflights.reset();
+        self.snapshot = None;
     }
 
     pub fn become_replicate(&mut self) {
@@ -138,6 +147,17 @@ impl Progress {
         self.probe_sent = false;
         self.next_index = self.match_index + 1;
         self.inflights.reset();
+        self.snapshot = None;
+    }
+
+    /// Starts streaming the snapshot `meta`; replication resumes after its
+    /// index once the follower installed it.
+    pub fn become_snapshot(&mut self, meta: SnapshotMeta) {
+        self.state = ProgressState::Snapshot;
+        self.probe_sent = false;
+        self.next_index = self.next_index.max(meta.index + 1);
+        self.inflights.reset();
+        self.snapshot = Some(Outgoing::new(meta));
     }
 
     /// Records that an append ending at `last_index` with `bytes` was sent.
@@ -150,6 +170,7 @@ impl Progress {
                 }
             }
             ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Snapshot => {}
         }
     }
 
@@ -190,6 +211,8 @@ impl Progress {
                 self.probe_sent = false;
                 true
             }
+            // Rejections of appends sent before the transfer started.
+            ProgressState::Snapshot => false,
         }
     }
 
@@ -200,6 +223,12 @@ impl Progress {
             self.id,
             self.match_index,
             self.next_index
+        );
+        assert_eq!(
+            self.state == ProgressState::Snapshot,
+            self.snapshot.is_some(),
+            "progress {}: snapshot state and transfer disagree",
+            self.id
         );
     }
 }

@@ -22,6 +22,9 @@ use crate::errors::{ProposeError, ReadError, RejectReason, TransferError};
 use crate::log::RaftLog;
 use crate::progress::{Progress, ProgressState};
 use crate::rng::SeededRng;
+use crate::snapshot::{
+    Incoming, IncomingChunk, SnapshotError, SnapshotMeta, SnapshotProgress, SNAPSHOT_CHUNK_BYTES_LIMIT,
+};
 use crate::storage::{Storage, StorageError};
 use crate::types::{
     Entry, EntryKind, HardState, Index, Message, MessageBody, NodeId, ReadState, Ready, Role, SoftState, Term, NO_NODE,
@@ -78,9 +81,14 @@ pub struct Stats {
     pub commit_beyond_log: u64,
     /// Forwarded reads dropped because too many were pending.
     pub reads_dropped: u64,
-    /// Appends not sent because the follower needs compacted entries
-    /// (snapshot transfer is not implemented yet).
+    /// A follower needed compacted entries but no stored snapshot covered
+    /// them (the follower is held until one does).
     pub snapshot_needed: u64,
+    /// Snapshot transfers started by this node as leader.
+    pub snapshots_sent: u64,
+    pub snapshot_chunks_sent: u64,
+    /// Snapshots this node installed from a leader.
+    pub snapshots_installed: u64,
     /// Committed configuration changes that did not fit the configuration
     /// they were applied to (left without effect on every node alike).
     pub conf_changes_ignored: u64,
@@ -100,6 +108,16 @@ pub struct Status {
     pub persisted_index: Index,
     /// `(follower, match index, next index)` on a leader.
     pub progress: Vec<(NodeId, Index, Index)>,
+}
+
+/// What one ready asked to persist, for `on_persisted`.
+#[derive(Clone, Copy, Debug)]
+struct PersistRecord {
+    seq: u64,
+    /// Index and term of the last entry it carried.
+    last: Option<(Index, Term)>,
+    /// Index of the snapshot it installed.
+    snapshot: Option<Index>,
 }
 
 /// One node's consensus core over a log store `S`.
@@ -168,8 +186,11 @@ pub struct Raft<S: Storage> {
     /// leader (or was leader). Unlike `election_elapsed` it survives term
     /// changes: it is the promise behind check-quorum leases.
     leader_heard_elapsed: u64,
-    /// `(ready seq, last entry index and term it carried)`.
-    persist_records: VecDeque<(u64, Option<(Index, Term)>)>,
+    persist_records: VecDeque<PersistRecord>,
+    /// Follower: the snapshot being received.
+    incoming: Option<Incoming>,
+    /// Follower: received chunks for the next ready.
+    chunks_out: Vec<IncomingChunk>,
     emitted_hard_state: HardState,
     emitted_soft_state: SoftState,
     stats: Stats,
@@ -191,22 +212,34 @@ impl<S: Storage> Raft<S> {
         })?;
         let restarted_with_term = hard_state.term > 0;
         let lease_mode = matches!(config.read_mode, ReadMode::Lease { .. });
-        // The configuration before the first stored entry: the bootstrap one
-        // for a whole log, the one stored at compaction otherwise.
-        let base = if log.first_index() > 1 {
-            log.storage()
-                .compacted_configuration()
-                .ok_or(ConfigError::CompactedWithoutConfiguration {
-                    first_index: log.first_index(),
-                })?
-        } else {
-            Configuration::new(config.voters.clone(), config.learners.clone())
+        // The configuration to start from: the snapshot's, or the bootstrap
+        // one for a log that was never compacted.
+        let snapshot = log.storage().snapshot();
+        if snapshot
+            .as_ref()
+            .map_or(log.first_index() > 1, |snapshot| snapshot.index + 1 < log.first_index())
+        {
+            return Err(ConfigError::CompactedWithoutSnapshot {
+                first_index: log.first_index(),
+            });
+        }
+        let (base_index, base) = match snapshot {
+            Some(snapshot) => {
+                if config.applied < snapshot.index {
+                    return Err(ConfigError::AppliedBelowSnapshot {
+                        applied: config.applied,
+                        snapshot_index: snapshot.index,
+                    });
+                }
+                (snapshot.index, snapshot.configuration)
+            }
+            None => (0, Configuration::new(config.voters.clone(), config.learners.clone())),
         };
         // The configuration in force is the latest one in the log: replay
-        // every configuration change in it, in bounded chunks.
-        let mut conf_history = vec![(log.first_index() - 1, base)];
+        // every configuration change after the base, in bounded chunks.
+        let mut conf_history = vec![(base_index, base)];
         let mut conf_changes_ignored = 0;
-        let mut next_index = log.first_index();
+        let mut next_index = base_index + 1;
         while next_index <= log.last_index() {
             let chunk = log
                 .entries(next_index, log.last_index() + 1, CONF_REPLAY_CHUNK_BYTES)
@@ -271,6 +304,8 @@ impl<S: Storage> Raft<S> {
                 config.election_ticks
             },
             persist_records: VecDeque::new(),
+            incoming: None,
+            chunks_out: Vec::new(),
             emitted_hard_state: hard_state,
             emitted_soft_state: SoftState {
                 role: Role::Follower,
@@ -312,9 +347,8 @@ impl<S: Storage> Raft<S> {
         &self.configuration
     }
 
-    /// The configuration in force at `index` (for storing with a compaction
-    /// up to `index`), if this node still knows it: indexes from the latest
-    /// committed configuration change on.
+    /// The configuration in force at `index`, if this node still knows it:
+    /// indexes from the latest applied configuration change on.
     pub fn configuration_at(&self, index: Index) -> Option<Configuration> {
         if index < self.conf_history.first()?.0 {
             return None;
@@ -402,6 +436,89 @@ impl<S: Storage> Raft<S> {
                 .map(|pr| (pr.id, pr.match_index, pr.next_index))
                 .collect(),
         }
+    }
+
+    // ----- Snapshots and compaction -----------------------------------------
+
+    /// The metadata for a snapshot of the state machine at `index` (the
+    /// applied index, normally): its term and the configuration in force
+    /// there. The application stores the snapshot with it
+    /// (`LogStore::save_snapshot`), then compacts up to `compact_index()`.
+    ///
+    /// # Errors
+    /// `index` not applied yet or not newer than the stored snapshot, or
+    /// its configuration no longer known (only for indexes below the
+    /// latest applied configuration change).
+    pub fn snapshot_meta(&self, index: Index) -> Result<SnapshotMeta, SnapshotError> {
+        if index > self.log.applied {
+            return Err(SnapshotError::NotApplied {
+                index,
+                applied: self.log.applied,
+            });
+        }
+        let snapshot_index = self.snapshot_index();
+        if index <= snapshot_index {
+            return Err(SnapshotError::NotNewer { index, snapshot_index });
+        }
+        let term = self.log.term_checked(index)?;
+        let configuration = self
+            .configuration_at(index)
+            .ok_or(SnapshotError::ConfigurationUnknown { index })?;
+        Ok(SnapshotMeta {
+            index,
+            term,
+            configuration,
+        })
+    }
+
+    /// Index of the newest snapshot this node holds (stored, or received
+    /// and being installed); 0 without one.
+    pub fn snapshot_index(&self) -> Index {
+        let stored = self.log.storage().snapshot().map_or(0, |snapshot| snapshot.index);
+        stored.max(self.log.first_index() - 1)
+    }
+
+    /// How far the application may compact the log now: the stored
+    /// snapshot's index less `Config::compaction_tail_entries`, and never
+    /// past the snapshot being sent to any follower (it needs the entries
+    /// after it to catch up, however long the transfer takes). Returns
+    /// `first_index - 1` when nothing more may go.
+    pub fn compact_index(&self) -> Index {
+        let compacted = self.log.first_index() - 1;
+        let Some(snapshot) = self.log.storage().snapshot() else {
+            return compacted;
+        };
+        let mut index = snapshot.index.saturating_sub(self.config.compaction_tail_entries);
+        for pr in &self.progress {
+            if let Some(outgoing) = &pr.snapshot {
+                index = index.min(outgoing.meta.index);
+            }
+        }
+        index.min(self.log.applied).max(compacted)
+    }
+
+    /// Snapshot transfers in progress from this leader.
+    pub fn snapshot_transfers(&self) -> Vec<SnapshotProgress> {
+        self.progress
+            .iter()
+            .filter_map(|pr| {
+                pr.snapshot.as_ref().map(|outgoing| SnapshotProgress {
+                    follower: pr.id,
+                    index: outgoing.meta.index,
+                    bytes_sent: outgoing.sent,
+                    bytes_acked: outgoing.acked,
+                    bytes_total: outgoing.total,
+                })
+            })
+            .collect()
+    }
+
+    /// The snapshot this follower is receiving: `(leader, index, bytes
+    /// received)`.
+    pub fn incoming_snapshot(&self) -> Option<(NodeId, Index, u64)> {
+        self.incoming
+            .as_ref()
+            .map(|incoming| (incoming.from, incoming.meta.index, incoming.received))
     }
 
     /// Whether this node may campaign: it votes in its latest configuration,
@@ -680,13 +797,17 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    /// Forgets configurations superseded by one that is committed: they can
-    /// never come back.
+    /// Forgets configurations superseded by one that is applied: they can
+    /// never come back, and no snapshot at or above `applied` needs them.
     fn prune_conf_history(&mut self) {
-        let commit = self.log.commit;
-        let committed = self.conf_history.iter().rposition(|(at, _)| *at <= commit).unwrap_or(0);
-        if committed > 0 {
-            self.conf_history.drain(..committed);
+        let applied = self.log.applied;
+        let superseded = self
+            .conf_history
+            .iter()
+            .rposition(|(at, _)| *at <= applied)
+            .unwrap_or(0);
+        if superseded > 0 {
+            self.conf_history.drain(..superseded);
         }
     }
 
@@ -821,12 +942,15 @@ impl<S: Storage> Raft<S> {
         if seq <= self.persisted_seq {
             return;
         }
-        while let Some(&(record_seq, last)) = self.persist_records.front() {
-            if record_seq > seq {
+        while let Some(&record) = self.persist_records.front() {
+            if record.seq > seq {
                 break;
             }
             self.persist_records.pop_front();
-            if let Some((index, term)) = last {
+            if let Some(index) = record.snapshot {
+                self.log.snapshot_persisted(index);
+            }
+            if let Some((index, term)) = record.last {
                 self.log.persisted_to(index, term);
             }
         }
@@ -893,14 +1017,15 @@ impl<S: Storage> Raft<S> {
             }
             match m.body {
                 MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { granted: true } => {}
-                MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::TimeoutNow => {
-                    self.become_follower(m.term, m.from)
-                }
+                MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. }
+                | MessageBody::TimeoutNow => self.become_follower(m.term, m.from),
                 _ => self.become_follower(m.term, NO_NODE),
             }
         } else if m.term < self.term {
             match m.body {
-                MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+                MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::InstallSnapshot { .. } => {
                     // Figure 2: answer a stale leader with our term so it
                     // steps down. Without it a stale leader never learns
                     // that we moved on (with pre-vote it cannot win an
@@ -1031,6 +1156,21 @@ impl<S: Storage> Raft<S> {
                 }
                 Ok(())
             }
+            MessageBody::InstallSnapshot { meta, offset, data, .. } => {
+                if meta.index == 0 || meta.term == 0 {
+                    return Err(RejectReason::Malformed("snapshot at index or term 0"));
+                }
+                if meta.term > m.term {
+                    return Err(RejectReason::Malformed("snapshot term above message term"));
+                }
+                if data.len() as u64 > SNAPSHOT_CHUNK_BYTES_LIMIT {
+                    return Err(RejectReason::Malformed("snapshot chunk above the size limit"));
+                }
+                if offset.checked_add(data.len() as u64).is_none() {
+                    return Err(RejectReason::Malformed("snapshot offset overflows"));
+                }
+                meta.configuration.validate().map_err(RejectReason::Malformed)
+            }
             _ => Ok(()),
         }
     }
@@ -1062,6 +1202,18 @@ impl<S: Storage> Raft<S> {
                 self.handle_heartbeat(from, commit, read_seq);
                 Ok(())
             }
+            MessageBody::InstallSnapshot {
+                meta,
+                offset,
+                data,
+                last,
+            } => {
+                self.election_elapsed = 0;
+                self.leader_heard_elapsed = 0;
+                self.leader = from;
+                self.handle_snapshot_chunk(from, meta, offset, data, last);
+                Ok(())
+            }
             MessageBody::TimeoutNow => {
                 if !self.is_voter() || from != self.leader {
                     return Err(RejectReason::UnexpectedInRole);
@@ -1088,6 +1240,7 @@ impl<S: Storage> Raft<S> {
             | MessageBody::PreVoteResponse { .. }
             | MessageBody::AppendResponse { .. }
             | MessageBody::HeartbeatResponse { .. }
+            | MessageBody::SnapshotResponse { .. }
             | MessageBody::ReadIndexResponse { .. } => Ok(()),
             _ => Err(RejectReason::UnexpectedInRole),
         }
@@ -1095,7 +1248,7 @@ impl<S: Storage> Raft<S> {
 
     fn step_candidate(&mut self, from: NodeId, term: Term, body: MessageBody) -> Result<(), RejectReason> {
         match body {
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::InstallSnapshot { .. } => {
                 // A leader exists in our term (or, for a pre-candidate, in
                 // the term we are still in): follow it.
                 self.become_follower(term, from);
@@ -1136,6 +1289,16 @@ impl<S: Storage> Raft<S> {
                 if read_seq > pr.read_seq_acked {
                     pr.read_seq_acked = read_seq;
                 }
+                if let Some(outgoing) = pr.snapshot.as_mut() {
+                    // Chunks in flight with nothing acknowledged for a whole
+                    // heartbeat interval were lost: resend from the last
+                    // acknowledged offset.
+                    if outgoing.on_heartbeat() {
+                        self.send_snapshot_chunks(from);
+                    }
+                    self.confirm_reads();
+                    return Ok(());
+                }
                 // A heartbeat answer shows the follower is reachable: let a
                 // paused probe try again.
                 pr.probe_sent = false;
@@ -1166,9 +1329,10 @@ impl<S: Storage> Raft<S> {
             },
             // Append or heartbeat from another leader of our term would break
             // Election Safety: it can only be forged or corrupt.
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::InstallSnapshot { .. } => {
                 Err(RejectReason::Malformed("second leader in one term"))
             }
+            MessageBody::SnapshotResponse { index, offset } => self.handle_snapshot_response(from, index, offset),
             other => Self::unexpected_in_role(&other),
         }
     }
@@ -1255,7 +1419,124 @@ impl<S: Storage> Raft<S> {
         self.send(reply);
     }
 
+    /// A chunk of a snapshot from the leader (§7). Chunks are accepted only
+    /// in order from the same leader; anything else is answered with the
+    /// offset this node holds, so the leader resumes from there. A snapshot
+    /// this node's log already covers is acknowledged without writing it.
+    fn handle_snapshot_chunk(&mut self, from: NodeId, meta: SnapshotMeta, offset: u64, data: Bytes, last: bool) {
+        let index = meta.index;
+        if index <= self.log.commit {
+            // Stale or duplicate: everything it holds is committed here.
+            if self
+                .incoming
+                .as_ref()
+                .is_some_and(|incoming| incoming.meta.index <= self.log.commit)
+            {
+                self.incoming = None;
+            }
+            self.reply_append_accepted(from, self.log.commit);
+            return;
+        }
+        if offset == 0 && self.log.matches_term(index, meta.term) {
+            // Our log holds the snapshot's last entry, so it matches the
+            // leader's up to there: no need for the data.
+            self.log.commit_to(index);
+            self.reply_append_accepted(from, index);
+            return;
+        }
+        if offset == 0 {
+            self.incoming = Some(Incoming {
+                from,
+                meta: meta.clone(),
+                received: 0,
+            });
+        }
+        let received = match self.incoming.as_mut() {
+            Some(incoming) if incoming.from == from && incoming.meta == meta => {
+                if offset == incoming.received {
+                    incoming.received += data.len() as u64;
+                    self.chunks_out.push(IncomingChunk {
+                        index,
+                        term: meta.term,
+                        offset,
+                        data,
+                    });
+                    if last {
+                        self.incoming = None;
+                        self.install_snapshot(from, meta);
+                        return;
+                    }
+                }
+                incoming.received
+            }
+            // A transfer we know nothing of (we restarted, or it comes from
+            // another leader): it must start over.
+            _ => 0,
+        };
+        let reply = self.message(
+            from,
+            MessageBody::SnapshotResponse {
+                index,
+                offset: received,
+            },
+        );
+        self.send(reply);
+    }
+
+    /// The last chunk of `meta` arrived: replace the log by the snapshot,
+    /// unless the log caught up with it meanwhile.
+    fn install_snapshot(&mut self, from: NodeId, meta: SnapshotMeta) {
+        if self.log.matches_term(meta.index, meta.term) {
+            self.log.commit_to(meta.index);
+            self.reply_append_accepted(from, meta.index);
+            return;
+        }
+        let index = meta.index;
+        self.conf_history = vec![(index, meta.configuration.clone())];
+        self.log.restore(meta);
+        // Acknowledgements of earlier writes can no longer prove anything
+        // about the log: it was replaced.
+        for record in &mut self.persist_records {
+            record.last = None;
+        }
+        self.on_configuration_changed();
+        self.stats.snapshots_installed += 1;
+        // Sent once the install is durable (the snapshot counts as unemitted).
+        self.reply_append_accepted(from, index);
+    }
+
+    fn reply_append_accepted(&mut self, to: NodeId, index: Index) {
+        let reply = self.message(
+            to,
+            MessageBody::AppendResponse {
+                reject: false,
+                index,
+                hint_index: 0,
+                hint_term: 0,
+            },
+        );
+        self.send(reply);
+    }
+
     // ----- Leader handlers --------------------------------------------------
+
+    fn handle_snapshot_response(&mut self, from: NodeId, index: Index, offset: u64) -> Result<(), RejectReason> {
+        let Some(pr) = self.progress_mut(from) else {
+            return Err(RejectReason::UnknownSender);
+        };
+        pr.recent_active = true;
+        let Some(outgoing) = pr.snapshot.as_mut().filter(|outgoing| outgoing.meta.index == index) else {
+            // About a transfer that ended or was replaced.
+            return Ok(());
+        };
+        if outgoing.total.is_some_and(|total| offset > total) {
+            return Err(RejectReason::Malformed("snapshot offset beyond its size"));
+        }
+        if outgoing.on_ack(offset) {
+            self.send_snapshot_chunks(from);
+        }
+        Ok(())
+    }
 
     fn handle_append_response(
         &mut self,
@@ -1294,11 +1575,17 @@ impl<S: Storage> Raft<S> {
         };
         pr.recent_active = true;
         let advanced = pr.on_append_accepted(index);
-        let was_probe = pr.state == ProgressState::Probe;
+        // An installed snapshot is acknowledged at its index (or above, if
+        // the follower's log already held it).
+        let installed = pr
+            .snapshot
+            .as_ref()
+            .is_some_and(|outgoing| pr.match_index >= outgoing.meta.index);
+        let was_probe = pr.state == ProgressState::Probe || installed;
         // A probe answered at the index we already knew still confirms the
         // follower matches, so it moves to replicate.
-        let confirmed_probe = was_probe && pr.match_index == index;
-        if !(advanced || confirmed_probe) {
+        let confirmed_probe = pr.state == ProgressState::Probe && pr.match_index == index;
+        if !(advanced || confirmed_probe || installed) {
             return Ok(());
         }
         if was_probe {
@@ -1442,8 +1729,11 @@ impl<S: Storage> Raft<S> {
     fn send(&mut self, message: Message) {
         let term_or_vote_dirty = self.term != self.emitted_hard_state.term || self.vote != self.emitted_hard_state.vote;
         let barrier = match message.body {
-            MessageBody::Vote { .. } | MessageBody::VoteResponse { .. } | MessageBody::AppendResponse { .. } => {
-                if term_or_vote_dirty || self.log.has_unemitted() {
+            MessageBody::Vote { .. }
+            | MessageBody::VoteResponse { .. }
+            | MessageBody::AppendResponse { .. }
+            | MessageBody::SnapshotResponse { .. } => {
+                if term_or_vote_dirty || self.log.has_unemitted() || !self.chunks_out.is_empty() {
                     self.ready_seq + 1
                 } else {
                     self.last_persist_seq
@@ -1496,11 +1786,9 @@ impl<S: Storage> Raft<S> {
             Ok(read) => read,
             Err(StorageError::Compacted { .. }) => {
                 // The follower needs entries compacted into a snapshot.
-                // Snapshot transfer is not implemented yet: hold this
-                // follower (a heartbeat answer retries) and count it.
-                self.progress[at].probe_sent = true;
-                self.progress[at].state = ProgressState::Probe;
-                self.stats.snapshot_needed += 1;
+                if self.start_snapshot(at) {
+                    self.send_snapshot_chunks(to);
+                }
                 return false;
             }
             Err(error) => panic!("node {}: log storage failed for follower {to}: {error}", self.id),
@@ -1533,6 +1821,97 @@ impl<S: Storage> Raft<S> {
             },
         });
         last_sent.is_some() && !is_probe
+    }
+
+    /// Starts sending the stored snapshot to the follower at `at`. Without
+    /// a snapshot covering the compacted entries (a storage bug, or one
+    /// being installed here) the follower is held, and a heartbeat answer
+    /// retries.
+    fn start_snapshot(&mut self, at: usize) -> bool {
+        let first_index = self.log.first_index();
+        let snapshot = self
+            .log
+            .storage()
+            .snapshot()
+            .filter(|snapshot| snapshot.index + 1 >= first_index);
+        let pr = &mut self.progress[at];
+        match snapshot {
+            Some(meta) => {
+                pr.become_snapshot(meta);
+                self.stats.snapshots_sent += 1;
+                true
+            }
+            None => {
+                pr.become_probe();
+                pr.probe_sent = true;
+                self.stats.snapshot_needed += 1;
+                false
+            }
+        }
+    }
+
+    /// Sends snapshot chunks to `to` while its window of unacknowledged
+    /// bytes has room.
+    fn send_snapshot_chunks(&mut self, to: NodeId) {
+        let Ok(at) = self.progress.binary_search_by_key(&to, |pr| pr.id) else {
+            return;
+        };
+        // Bounded: a window's worth of chunks, plus one restart when the
+        // stored snapshot was replaced by a newer one.
+        let mut restarts = 0;
+        loop {
+            let Some(outgoing) = self.progress[at].snapshot.as_ref() else {
+                return;
+            };
+            if outgoing.all_sent() || outgoing.in_flight() >= self.config.snapshot_inflight_bytes_max {
+                return;
+            }
+            let (index, offset) = (outgoing.meta.index, outgoing.sent);
+            match self
+                .log
+                .storage()
+                .snapshot_chunk(index, offset, self.config.snapshot_chunk_bytes)
+            {
+                Ok(chunk) => {
+                    let length = chunk.data.len() as u64;
+                    let outgoing = self.progress[at].snapshot.as_mut().expect("seen above");
+                    outgoing.sent = offset + length;
+                    if chunk.last {
+                        outgoing.total = Some(offset + length);
+                    }
+                    let meta = outgoing.meta.clone();
+                    self.stats.snapshot_chunks_sent += 1;
+                    let message = self.message(
+                        to,
+                        MessageBody::InstallSnapshot {
+                            meta,
+                            offset,
+                            data: chunk.data,
+                            last: chunk.last,
+                        },
+                    );
+                    self.send(message);
+                    if length == 0 && !chunk.last {
+                        panic!(
+                            "node {}: storage returned an empty snapshot chunk before the end",
+                            self.id
+                        );
+                    }
+                }
+                Err(StorageError::SnapshotUnavailable { .. }) if restarts == 0 => {
+                    // A newer snapshot replaced it: send that one instead.
+                    restarts += 1;
+                    if !self.start_snapshot(at) {
+                        return;
+                    }
+                }
+                Err(StorageError::SnapshotUnavailable { .. }) => {
+                    self.progress[at].become_probe();
+                    return;
+                }
+                Err(error) => panic!("node {}: reading the snapshot for {to} failed: {error}", self.id),
+            }
+        }
     }
 
     fn broadcast_append(&mut self) {
@@ -1744,6 +2123,7 @@ impl<S: Storage> Raft<S> {
             || (self.role == Role::Leader
                 && (self.needs_broadcast || self.read_round_wanted || self.log.commit > self.commit_broadcast))
             || !self.messages.is_empty()
+            || !self.chunks_out.is_empty()
             || self.log.has_unemitted()
             || self.hard_state() != self.emitted_hard_state
             || self.log.has_next_committed()
@@ -1771,10 +2151,12 @@ impl<S: Storage> Raft<S> {
                 self.broadcast_heartbeat();
             }
         }
+        let snapshot = self.log.take_unemitted_snapshot();
+        let snapshot_chunks = std::mem::take(&mut self.chunks_out);
         let entries = self.log.take_unemitted();
         let hard_state = self.hard_state();
         let hard_state = (hard_state != self.emitted_hard_state).then_some(hard_state);
-        if !entries.is_empty() || hard_state.is_some() {
+        if !entries.is_empty() || hard_state.is_some() || snapshot.is_some() || !snapshot_chunks.is_empty() {
             let term_or_vote_changed = hard_state.is_some_and(|hard_state| {
                 (hard_state.term, hard_state.vote) != (self.emitted_hard_state.term, self.emitted_hard_state.vote)
             });
@@ -1791,8 +2173,11 @@ impl<S: Storage> Raft<S> {
             if term_or_vote_changed {
                 self.last_term_persist_seq = self.ready_seq;
             }
-            self.persist_records
-                .push_back((self.ready_seq, entries.last().map(|entry| (entry.index, entry.term))));
+            self.persist_records.push_back(PersistRecord {
+                seq: self.ready_seq,
+                last: entries.last().map(|entry| (entry.index, entry.term)),
+                snapshot: snapshot.as_ref().map(|snapshot| snapshot.index),
+            });
         }
         let committed_entries = self
             .log
@@ -1815,6 +2200,8 @@ impl<S: Storage> Raft<S> {
             messages: std::mem::take(&mut self.messages),
             committed_entries,
             read_states: std::mem::take(&mut self.read_states),
+            snapshot_chunks,
+            snapshot,
         };
         self.debug_check();
         ready
@@ -1833,8 +2220,8 @@ impl<S: Storage> Raft<S> {
             self.log.term(below).map(|term| (below, term))
         };
         for record in &mut self.persist_records {
-            if record.1.is_some_and(|(index, _)| index >= first) {
-                record.1 = kept;
+            if record.last.is_some_and(|(index, _)| index >= first) {
+                record.last = kept;
             }
         }
     }

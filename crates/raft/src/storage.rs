@@ -6,7 +6,9 @@
 //! calls `Raft::on_persisted`. Everything a store returns must therefore be
 //! durable; entries not yet persisted live in the core's unstable log.
 
-use crate::configuration::Configuration;
+use bytes::Bytes;
+
+use crate::snapshot::{SnapshotChunk, SnapshotMeta};
 use crate::types::{Entry, HardState, Index, Term};
 
 /// Why a storage read failed.
@@ -18,6 +20,16 @@ pub enum StorageError {
     /// The index is beyond the last durable entry.
     #[error("log index {index} is beyond the last stored index {last_index}")]
     Unavailable { index: Index, last_index: Index },
+    /// The snapshot asked for is not (or no longer) the stored one.
+    #[error("snapshot at index {index} is not stored")]
+    SnapshotUnavailable { index: Index },
+    /// A compaction past the stored snapshot would lose entries nothing
+    /// else holds.
+    #[error("cannot compact to {index}: the stored snapshot only covers up to {snapshot_index}")]
+    BeyondSnapshot { index: Index, snapshot_index: Index },
+    /// A snapshot chunk does not continue the pending snapshot.
+    #[error("snapshot chunk at offset {offset} does not continue the pending snapshot ({pending} bytes)")]
+    ChunkOutOfOrder { offset: u64, pending: u64 },
     /// The backing store failed; the node must stop.
     #[error("log storage failed: {0}")]
     Io(String),
@@ -26,8 +38,10 @@ pub enum StorageError {
 /// Read access to durable log state.
 ///
 /// Invariants a store guarantees: `first_index() >= 1`,
-/// `last_index() + 1 >= first_index()`, and `term(first_index() - 1)` is
-/// answerable (it is the term of the snapshot or `0` for an empty log).
+/// `last_index() + 1 >= first_index()`, `term(first_index() - 1)` is
+/// answerable (the term of the last compacted entry, or `0` for a log that
+/// starts at 1), and a compacted log has a snapshot at or above
+/// `first_index() - 1`.
 pub trait Storage {
     /// The hard state persisted last (zeroed for a new node).
     fn hard_state(&self) -> HardState;
@@ -47,12 +61,22 @@ pub trait Storage {
     /// As `term`, for any index outside the stored range.
     fn entries(&self, low: Index, high: Index, bytes_max: u64) -> Result<Vec<Entry>, StorageError>;
 
-    /// The configuration in force at `first_index() - 1`, when entries were
-    /// compacted away (`None` for a log that starts at index 1). Without it
-    /// the core cannot know the membership of a compacted log and refuses
-    /// to start.
-    fn compacted_configuration(&self) -> Option<Configuration> {
+    /// The metadata of the stored snapshot, if any. It stands in for the
+    /// compacted log: the core starts from its configuration, and a leader
+    /// sends it to followers that need compacted entries.
+    fn snapshot(&self) -> Option<SnapshotMeta> {
         None
+    }
+
+    /// Up to `bytes_max` bytes (at least one, unless the snapshot is empty)
+    /// of the stored snapshot's data from `offset`.
+    ///
+    /// # Errors
+    /// `SnapshotUnavailable` when the stored snapshot is not the one at
+    /// `index` (a newer one replaced it); `Io` on failure.
+    fn snapshot_chunk(&self, index: Index, offset: u64, bytes_max: u64) -> Result<SnapshotChunk, StorageError> {
+        let _ = (offset, bytes_max);
+        Err(StorageError::SnapshotUnavailable { index })
     }
 }
 
@@ -77,12 +101,38 @@ pub trait LogStore: Storage {
     /// `Io` when the store fails.
     fn save_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError>;
 
-    /// Drops entries up to and including `index`, keeping its term and the
-    /// `configuration` in force there.
+    /// Drops entries up to and including `index`, keeping its term. The
+    /// stored snapshot must cover `index` (see `Raft::compact_index`).
     ///
     /// # Errors
-    /// `Compacted` or `Unavailable` for an index outside the log; `Io`.
-    fn compact_to(&mut self, index: Index, configuration: Configuration) -> Result<(), StorageError>;
+    /// `Compacted` or `Unavailable` for an index outside the log,
+    /// `BeyondSnapshot` past the snapshot; `Io`.
+    fn compact_to(&mut self, index: Index) -> Result<(), StorageError>;
+
+    /// Writes snapshot data at `offset` of the pending snapshot `(index,
+    /// term)`. Offset 0 starts a new pending snapshot, discarding any other.
+    /// Durable after `sync`.
+    ///
+    /// # Errors
+    /// `ChunkOutOfOrder` unless the chunk continues the pending snapshot
+    /// exactly at its end; `Io`.
+    fn write_snapshot_chunk(&mut self, index: Index, term: Term, offset: u64, data: &[u8]) -> Result<(), StorageError>;
+
+    /// Makes the pending snapshot `(meta.index, meta.term)` the stored one
+    /// (older ones may be removed); the log is untouched. This is how the
+    /// application records a snapshot of its own state machine.
+    ///
+    /// # Errors
+    /// `SnapshotUnavailable` when no such snapshot is pending; `Io`.
+    fn save_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError>;
+
+    /// As `save_snapshot`, then replaces the whole log by the snapshot: no
+    /// entries are left, and the log continues at `meta.index + 1` (a
+    /// follower installing a snapshot from its leader).
+    ///
+    /// # Errors
+    /// As `save_snapshot`.
+    fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError>;
 
     /// Makes everything written so far durable.
     ///
@@ -103,29 +153,50 @@ pub struct MemStorage {
     offset: Index,
     /// Term of the entry at `offset - 1` (0 while nothing is compacted).
     compacted_term: Term,
-    /// Configuration in force at `offset - 1`, once something is compacted.
-    compacted_configuration: Option<Configuration>,
+    /// The stored snapshot and its data.
+    snapshot: Option<(SnapshotMeta, Bytes)>,
+    /// A snapshot being written: `(index, term, data so far)`.
+    pending: Option<(Index, Term, Vec<u8>)>,
 }
 
 impl MemStorage {
     pub fn new() -> Self {
         MemStorage {
-            hard_state: HardState::default(),
-            entries: Vec::new(),
             offset: 1,
-            compacted_term: 0,
-            compacted_configuration: None,
+            ..MemStorage::default()
         }
     }
 
-    /// Drops the entries up to and including `index`, remembering its term
-    /// (so the consistency check at the new first index still works) and
-    /// the `configuration` in force at `index` (`Raft::configuration_at`).
-    /// The caller guarantees the state machine holds everything dropped.
+    /// Stores a snapshot of the application's state in one step (the
+    /// in-memory equivalent of `write_snapshot_chunk` + `save_snapshot`).
     ///
     /// # Errors
-    /// `Compacted` if `index` is already gone, `Unavailable` beyond the log.
-    pub fn compact(&mut self, index: Index, configuration: Configuration) -> Result<(), StorageError> {
+    /// `SnapshotUnavailable` unless `meta` is newer than the stored snapshot.
+    pub fn create_snapshot(&mut self, meta: SnapshotMeta, data: Bytes) -> Result<(), StorageError> {
+        if self
+            .snapshot
+            .as_ref()
+            .is_some_and(|(stored, _)| stored.index >= meta.index)
+        {
+            return Err(StorageError::SnapshotUnavailable { index: meta.index });
+        }
+        self.snapshot = Some((meta, data));
+        Ok(())
+    }
+
+    /// The stored snapshot's data (tests, the simulator's restore).
+    pub fn snapshot_data(&self) -> Option<&Bytes> {
+        self.snapshot.as_ref().map(|(_, data)| data)
+    }
+
+    /// Drops the entries up to and including `index`, remembering its term
+    /// so the consistency check at the new first index still works. The
+    /// stored snapshot must cover `index`.
+    ///
+    /// # Errors
+    /// `Compacted` if `index` is already gone, `Unavailable` beyond the log,
+    /// `BeyondSnapshot` past the stored snapshot.
+    pub fn compact(&mut self, index: Index) -> Result<(), StorageError> {
         if index < self.offset {
             return Err(StorageError::Compacted {
                 index,
@@ -133,11 +204,14 @@ impl MemStorage {
             });
         }
         let term = self.term(index)?;
+        let snapshot_index = self.snapshot.as_ref().map_or(0, |(meta, _)| meta.index);
+        if index > snapshot_index {
+            return Err(StorageError::BeyondSnapshot { index, snapshot_index });
+        }
         let count = (index + 1 - self.offset) as usize;
         self.entries.drain(..count);
         self.offset = index + 1;
         self.compacted_term = term;
-        self.compacted_configuration = Some(configuration);
         Ok(())
     }
 
@@ -175,13 +249,23 @@ impl MemStorage {
         self.entries.extend_from_slice(entries);
     }
 
-    /// Writes a ready's hard state and entries (what an application does
-    /// before `Raft::on_persisted`; memory is durable by definition here).
+    /// Writes everything a ready asks to persist, in the order `Ready`
+    /// documents (memory is durable by definition here).
+    ///
+    /// # Panics
+    /// If the ready breaks the snapshot chunk order (a core bug).
     pub fn persist(&mut self, ready: &crate::types::Ready) {
+        for chunk in &ready.snapshot_chunks {
+            self.write_snapshot_chunk(chunk.index, chunk.term, chunk.offset, &chunk.data)
+                .expect("chunks arrive in order");
+        }
+        if let Some(meta) = &ready.snapshot {
+            self.install_snapshot(meta).expect("the installed snapshot was written");
+        }
+        self.append(&ready.entries);
         if let Some(hard_state) = ready.hard_state {
             self.set_hard_state(hard_state);
         }
-        self.append(&ready.entries);
     }
 
     /// Number of entries held (for tests and benchmarks).
@@ -191,6 +275,19 @@ impl MemStorage {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    fn promote_pending(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        match self.pending.take() {
+            Some((index, term, data)) if index == meta.index && term == meta.term => {
+                self.snapshot = Some((meta.clone(), Bytes::from(data)));
+                Ok(())
+            }
+            other => {
+                self.pending = other;
+                Err(StorageError::SnapshotUnavailable { index: meta.index })
+            }
+        }
     }
 }
 
@@ -244,8 +341,22 @@ impl Storage for MemStorage {
         Ok(take_within_bytes(&self.entries[start..end], bytes_max))
     }
 
-    fn compacted_configuration(&self) -> Option<Configuration> {
-        self.compacted_configuration.clone()
+    fn snapshot(&self) -> Option<SnapshotMeta> {
+        self.snapshot.as_ref().map(|(meta, _)| meta.clone())
+    }
+
+    fn snapshot_chunk(&self, index: Index, offset: u64, bytes_max: u64) -> Result<SnapshotChunk, StorageError> {
+        let Some((meta, data)) = self.snapshot.as_ref().filter(|(meta, _)| meta.index == index) else {
+            return Err(StorageError::SnapshotUnavailable { index });
+        };
+        debug_assert_eq!(meta.index, index);
+        let len = data.len() as u64;
+        let start = offset.min(len);
+        let end = start.saturating_add(bytes_max.max(1)).min(len);
+        Ok(SnapshotChunk {
+            data: data.slice(start as usize..end as usize),
+            last: end == len,
+        })
     }
 }
 
@@ -260,8 +371,39 @@ impl LogStore for MemStorage {
         Ok(())
     }
 
-    fn compact_to(&mut self, index: Index, configuration: Configuration) -> Result<(), StorageError> {
-        self.compact(index, configuration)
+    fn compact_to(&mut self, index: Index) -> Result<(), StorageError> {
+        self.compact(index)
+    }
+
+    fn write_snapshot_chunk(&mut self, index: Index, term: Term, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        if offset == 0 {
+            self.pending = Some((index, term, data.to_vec()));
+            return Ok(());
+        }
+        match &mut self.pending {
+            Some((pending_index, pending_term, pending))
+                if *pending_index == index && *pending_term == term && pending.len() as u64 == offset =>
+            {
+                pending.extend_from_slice(data);
+                Ok(())
+            }
+            pending => Err(StorageError::ChunkOutOfOrder {
+                offset,
+                pending: pending.as_ref().map_or(0, |(_, _, data)| data.len() as u64),
+            }),
+        }
+    }
+
+    fn save_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        self.promote_pending(meta)
+    }
+
+    fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        self.promote_pending(meta)?;
+        self.entries.clear();
+        self.offset = meta.index + 1;
+        self.compacted_term = meta.term;
+        Ok(())
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
@@ -287,8 +429,8 @@ pub(crate) fn take_within_bytes(entries: &[Entry], bytes_max: u64) -> Vec<Entry>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::configuration::Configuration;
     use crate::types::EntryKind;
-    use bytes::Bytes;
 
     fn entry(index: Index, term: Term) -> Entry {
         Entry {
@@ -322,20 +464,23 @@ mod tests {
     fn compaction_keeps_the_term_of_the_last_dropped_entry() {
         let mut storage = MemStorage::new();
         storage.append(&[entry(1, 1), entry(2, 2), entry(3, 2)]);
-        storage.compact(2, Configuration::new(vec![1], Vec::new())).unwrap();
+        assert!(matches!(storage.compact(2), Err(StorageError::BeyondSnapshot { .. })));
+        let configuration = Configuration::new(vec![1], Vec::new());
+        let meta = SnapshotMeta {
+            index: 2,
+            term: 2,
+            configuration: configuration.clone(),
+        };
+        storage
+            .create_snapshot(meta.clone(), Bytes::from_static(b"state"))
+            .unwrap();
+        storage.compact(2).unwrap();
         assert_eq!(storage.first_index(), 3);
         assert_eq!(storage.term(2), Ok(2));
         assert!(matches!(storage.term(1), Err(StorageError::Compacted { .. })));
-        let configuration = Configuration::new(vec![1], Vec::new());
-        assert!(matches!(
-            storage.compact(1, configuration.clone()),
-            Err(StorageError::Compacted { .. })
-        ));
-        assert!(matches!(
-            storage.compact(9, configuration.clone()),
-            Err(StorageError::Unavailable { .. })
-        ));
-        assert_eq!(storage.compacted_configuration(), Some(configuration));
+        assert!(matches!(storage.compact(1), Err(StorageError::Compacted { .. })));
+        assert!(matches!(storage.compact(9), Err(StorageError::Unavailable { .. })));
+        assert_eq!(storage.snapshot(), Some(meta));
         assert_eq!(storage.entries(3, 4, u64::MAX).unwrap().len(), 1);
     }
 

@@ -8,6 +8,7 @@
 use bytes::Bytes;
 
 use crate::configuration::Configuration;
+use crate::snapshot::SnapshotMeta;
 use crate::storage::{LogStore, StorageError};
 use crate::types::{Entry, EntryKind, HardState, Index, Term};
 
@@ -32,6 +33,38 @@ fn configuration() -> Configuration {
     Configuration::new(vec![1, 2, 3], vec![4])
 }
 
+fn meta(index: Index, term: Term) -> SnapshotMeta {
+    SnapshotMeta {
+        index,
+        term,
+        configuration: configuration(),
+    }
+}
+
+/// Writes `data` as the pending snapshot `(index, term)` in chunks of 3.
+fn write_snapshot<S: LogStore>(store: &mut S, index: Index, term: Term, data: &[u8]) {
+    for (at, chunk) in data.chunks(3).enumerate() {
+        store
+            .write_snapshot_chunk(index, term, (at * 3) as u64, chunk)
+            .expect("write snapshot chunk");
+    }
+}
+
+/// Reads the stored snapshot at `index` back in chunks of `bytes_max`.
+fn read_snapshot<S: LogStore>(store: &S, index: Index, bytes_max: u64) -> Vec<u8> {
+    let mut data = Vec::new();
+    loop {
+        let chunk = store
+            .snapshot_chunk(index, data.len() as u64, bytes_max)
+            .expect("read snapshot chunk");
+        data.extend_from_slice(&chunk.data);
+        if chunk.last {
+            return data;
+        }
+        assert!(!chunk.data.is_empty(), "a chunk before the end carries data");
+    }
+}
+
 /// Runs every check against stores made by `make`.
 ///
 /// # Panics
@@ -43,7 +76,10 @@ pub fn check_log_store<S: LogStore>(mut make: impl FnMut() -> S) {
     entries_respect_the_byte_cap_but_return_at_least_one(&mut make());
     reads_outside_the_log_are_errors(&mut make());
     hard_state_reads_back_as_saved(&mut make());
-    compaction_keeps_term_and_configuration_of_its_index(&mut make());
+    compaction_needs_a_snapshot_and_keeps_the_term_of_its_index(&mut make());
+    saved_snapshot_reads_back_and_keeps_the_log(&mut make());
+    installed_snapshot_replaces_the_log(&mut make());
+    out_of_order_snapshot_chunks_are_refused(&mut make());
 }
 
 fn empty_store_starts_at_index_one<S: LogStore>(store: &mut S) {
@@ -55,11 +91,7 @@ fn empty_store_starts_at_index_one<S: LogStore>(store: &mut S) {
         HardState::default(),
         "a new store has a zero hard state"
     );
-    assert_eq!(
-        store.compacted_configuration(),
-        None,
-        "nothing compacted, no configuration"
-    );
+    assert_eq!(store.snapshot(), None, "a new store has no snapshot");
 }
 
 fn appended_entries_read_back_with_their_bytes<S: LogStore>(store: &mut S) {
@@ -119,9 +151,15 @@ fn hard_state_reads_back_as_saved<S: LogStore>(store: &mut S) {
     assert_eq!(store.hard_state(), hard_state);
 }
 
-fn compaction_keeps_term_and_configuration_of_its_index<S: LogStore>(store: &mut S) {
+fn compaction_needs_a_snapshot_and_keeps_the_term_of_its_index<S: LogStore>(store: &mut S) {
     store.append_entries(&entries(1, &[1, 2, 2, 3])).expect("append");
-    store.compact_to(2, configuration()).expect("compact");
+    assert!(
+        matches!(store.compact_to(2), Err(StorageError::BeyondSnapshot { .. })),
+        "compaction without a snapshot covering it would lose entries"
+    );
+    write_snapshot(store, 2, 2, b"state at 2");
+    store.save_snapshot(&meta(2, 2)).expect("save snapshot");
+    store.compact_to(2).expect("compact");
     assert_eq!(store.first_index(), 3);
     assert_eq!(store.term(2), Ok(2), "the compaction index keeps its term");
     assert!(
@@ -132,12 +170,90 @@ fn compaction_keeps_term_and_configuration_of_its_index<S: LogStore>(store: &mut
         matches!(store.entries(2, 4, u64::MAX), Err(StorageError::Compacted { .. })),
         "reading compacted entries fails"
     );
-    assert_eq!(store.compacted_configuration(), Some(configuration()));
+    assert_eq!(
+        store.snapshot(),
+        Some(meta(2, 2)),
+        "the snapshot stands for the compacted prefix"
+    );
     assert_eq!(
         store.entries(3, 5, u64::MAX).expect("read").len(),
         2,
         "later entries stay"
     );
+}
+
+fn saved_snapshot_reads_back_and_keeps_the_log<S: LogStore>(store: &mut S) {
+    store.append_entries(&entries(1, &[1, 1, 2])).expect("append");
+    let data = b"the state machine after index 3, in eleven chunks or so";
+    write_snapshot(store, 3, 2, data);
+    store.save_snapshot(&meta(3, 2)).expect("save snapshot");
+    store.sync().expect("sync");
+    assert_eq!(store.snapshot(), Some(meta(3, 2)));
+    assert_eq!(read_snapshot(store, 3, 7), data.to_vec(), "snapshot data reads back");
+    assert_eq!(read_snapshot(store, 3, u64::MAX), data.to_vec());
+    assert_eq!(store.last_index(), 3, "saving a snapshot keeps the log");
+    assert_eq!(store.first_index(), 1);
+    assert!(
+        matches!(
+            store.snapshot_chunk(2, 0, 10),
+            Err(StorageError::SnapshotUnavailable { .. })
+        ),
+        "only the stored snapshot can be read"
+    );
+    assert!(
+        matches!(
+            store.save_snapshot(&meta(5, 2)),
+            Err(StorageError::SnapshotUnavailable { .. })
+        ),
+        "a snapshot that was never written cannot be saved"
+    );
+}
+
+fn installed_snapshot_replaces_the_log<S: LogStore>(store: &mut S) {
+    store.append_entries(&entries(1, &[1, 1, 2, 2])).expect("append");
+    write_snapshot(store, 9, 4, b"leader state");
+    store.install_snapshot(&meta(9, 4)).expect("install");
+    store.sync().expect("sync");
+    assert_eq!(store.first_index(), 10, "the log continues after the snapshot");
+    assert_eq!(store.last_index(), 9, "no entries are left");
+    assert_eq!(store.term(9), Ok(4), "the snapshot index answers with its term");
+    assert!(store.term(4).is_err(), "replaced entries are gone");
+    assert_eq!(read_snapshot(store, 9, 5), b"leader state".to_vec());
+    store
+        .append_entries(&entries(10, &[4, 5]))
+        .expect("append after the snapshot");
+    assert_eq!(store.last_index(), 11);
+}
+
+fn out_of_order_snapshot_chunks_are_refused<S: LogStore>(store: &mut S) {
+    store.write_snapshot_chunk(5, 1, 0, b"abc").expect("first chunk");
+    assert!(
+        matches!(
+            store.write_snapshot_chunk(5, 1, 9, b"x"),
+            Err(StorageError::ChunkOutOfOrder { .. })
+        ),
+        "a gap is refused"
+    );
+    assert!(
+        matches!(
+            store.write_snapshot_chunk(6, 1, 3, b"x"),
+            Err(StorageError::ChunkOutOfOrder { .. })
+        ),
+        "a chunk of another snapshot is refused"
+    );
+    store.write_snapshot_chunk(5, 1, 3, b"def").expect("next chunk");
+    store
+        .write_snapshot_chunk(7, 2, 0, b"new")
+        .expect("offset 0 starts over");
+    assert!(
+        matches!(
+            store.save_snapshot(&meta(5, 1)),
+            Err(StorageError::SnapshotUnavailable { .. })
+        ),
+        "the discarded pending snapshot cannot be saved"
+    );
+    store.save_snapshot(&meta(7, 2)).expect("save");
+    assert_eq!(read_snapshot(store, 7, 2), b"new".to_vec());
 }
 
 #[cfg(test)]
@@ -181,8 +297,23 @@ mod tests {
         fn save_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError> {
             self.0.save_hard_state(hard_state)
         }
-        fn compact_to(&mut self, index: Index, configuration: Configuration) -> Result<(), StorageError> {
-            self.0.compact_to(index, configuration)
+        fn compact_to(&mut self, index: Index) -> Result<(), StorageError> {
+            self.0.compact_to(index)
+        }
+        fn write_snapshot_chunk(
+            &mut self,
+            index: Index,
+            term: Term,
+            offset: u64,
+            data: &[u8],
+        ) -> Result<(), StorageError> {
+            self.0.write_snapshot_chunk(index, term, offset, data)
+        }
+        fn save_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+            self.0.save_snapshot(meta)
+        }
+        fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+            self.0.install_snapshot(meta)
         }
         fn sync(&mut self) -> Result<(), StorageError> {
             Ok(())

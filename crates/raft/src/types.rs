@@ -7,6 +7,8 @@
 
 use bytes::Bytes;
 
+use crate::snapshot::{IncomingChunk, SnapshotMeta};
+
 /// Identity of a node. `0` is reserved for "no node" (see [`NO_NODE`]).
 pub type NodeId = u64;
 /// A Raft term (§5.1). Terms only ever increase on a node.
@@ -146,6 +148,22 @@ pub enum MessageBody {
         request_id: u64,
         index: Index,
     },
+    /// One chunk of the snapshot `meta` for a follower that needs entries
+    /// the leader compacted (§7): `data` goes at `offset`, and `last` marks
+    /// the end (the total size is never needed up front).
+    InstallSnapshot {
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Bytes,
+        last: bool,
+    },
+    /// The follower holds the first `offset` bytes of snapshot `index`
+    /// durably; the next chunk it wants starts there. Installing the whole
+    /// snapshot is acknowledged by an `AppendResponse` at its index.
+    SnapshotResponse {
+        index: Index,
+        offset: u64,
+    },
 }
 
 impl MessageBody {
@@ -163,6 +181,8 @@ impl MessageBody {
             MessageBody::TimeoutNow => "timeout_now",
             MessageBody::ReadIndex { .. } => "read_index",
             MessageBody::ReadIndexResponse { .. } => "read_index_response",
+            MessageBody::InstallSnapshot { .. } => "install_snapshot",
+            MessageBody::SnapshotResponse { .. } => "snapshot_response",
         }
     }
 }
@@ -179,9 +199,13 @@ pub struct ReadState {
 /// One batch of work for the application, produced by `Raft::ready`.
 ///
 /// The application must, in this order of guarantees:
-/// 1. persist `hard_state` and `entries` (entries overwrite any stored
-///    suffix starting at `entries[0].index`), then call
-///    `Raft::on_persisted(seq)` — readies are persisted in `seq` order;
+/// 1. persist, in this order, `snapshot_chunks` (each at its offset),
+///    `snapshot` (the pending snapshot becomes the node's snapshot and
+///    replaces the whole log: `LogStore::install_snapshot`), `entries`
+///    (they overwrite any stored suffix starting at `entries[0].index`) and
+///    `hard_state`; then call `Raft::on_persisted(seq)` — readies are
+///    persisted in `seq` order. Once an installed snapshot is durable,
+///    restore the state machine from it before applying later entries;
 /// 2. send `messages` at any time (they never depend on unpersisted state:
 ///    messages that do are held by the core until `on_persisted`);
 /// 3. apply `committed_entries` in order (they are always locally durable,
@@ -200,12 +224,20 @@ pub struct Ready {
     pub messages: Vec<Message>,
     pub committed_entries: Vec<Entry>,
     pub read_states: Vec<ReadState>,
+    /// Chunks of an incoming snapshot to write.
+    pub snapshot_chunks: Vec<IncomingChunk>,
+    /// A received snapshot to install (its data was written by chunks of
+    /// this or earlier readies).
+    pub snapshot: Option<SnapshotMeta>,
 }
 
 impl Ready {
     /// True when this ready carries state that must be made durable and
     /// acknowledged with `on_persisted(self.seq)`.
     pub fn must_persist(&self) -> bool {
-        self.hard_state.is_some() || !self.entries.is_empty()
+        self.hard_state.is_some()
+            || !self.entries.is_empty()
+            || !self.snapshot_chunks.is_empty()
+            || self.snapshot.is_some()
     }
 }

@@ -72,9 +72,8 @@ fn restart_after_compaction_up_to_applied_does_not_panic() {
             commit: 4,
         },
     );
-    storage
-        .compact(8, raftwerk_raft::Configuration::new(vec![1, 2, 3], Vec::new()))
-        .expect("compact below applied");
+    store_snapshot(&mut storage, 8);
+    storage.compact(8).expect("compact below applied");
     let mut config = config(2, &[1, 2, 3]);
     config.applied = 8;
     let mut node = Raft::new(config, storage).expect("valid config");
@@ -96,10 +95,21 @@ fn compacted_storage() -> raftwerk_raft::MemStorage {
             commit: 10,
         },
     );
+    store_snapshot(&mut storage, 5);
+    storage.compact(5).expect("compact committed prefix");
     storage
-        .compact(5, raftwerk_raft::Configuration::new(vec![1, 2, 3], Vec::new()))
-        .expect("compact committed prefix");
+}
+
+/// Stores a snapshot at `index` of a term-1 log of voters 1, 2, 3.
+fn store_snapshot(storage: &mut raftwerk_raft::MemStorage, index: u64) {
+    let meta = raftwerk_raft::SnapshotMeta {
+        index,
+        term: 1,
+        configuration: raftwerk_raft::Configuration::new(vec![1, 2, 3], Vec::new()),
+    };
     storage
+        .create_snapshot(meta, snapshot_data(index, 64))
+        .expect("first snapshot");
 }
 
 fn compacted_cluster() -> Network {

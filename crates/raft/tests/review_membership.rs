@@ -184,20 +184,22 @@ fn leader_elected_while_excluded_refuses_proposals() {
     assert_eq!(result, Err(ProposeError::LeaderLeaving));
 }
 
-/// `Raft::new` replays configuration changes from `first_index` only, so a
-/// compaction stores the configuration in force at its index
-/// (`Raft::configuration_at`) and a restart starts from it, not from the
-/// bootstrap configuration.
+/// `Raft::new` replays configuration changes after the snapshot only, so
+/// the snapshot records the configuration in force at its index and a
+/// restart starts from it, not from the bootstrap configuration.
 #[test]
 fn restart_after_compaction_keeps_the_configuration() {
     let mut net = cluster_with_spares();
     commit_change(&mut net, 1, &[ConfChangeOp::AddLearner(4)]);
     net.node_mut(1).propose(data(1)).unwrap();
     settle(&mut net);
-    let mut storage = net.node(2).storage().clone();
     let applied = net.node(2).applied_index();
-    let configuration = net.node(2).configuration_at(applied).expect("known configuration");
-    storage.compact(applied, configuration).unwrap();
+    snapshot_and_compact(&mut net, 2, 16);
+    let storage = net.node(2).storage().clone();
+    assert!(
+        raftwerk_raft::Storage::first_index(&storage) > 1,
+        "the log was compacted"
+    );
     let mut config = config(2, &[1, 2, 3]);
     config.applied = applied;
     let restarted = Raft::<MemStorage>::new(config, storage).expect("the compacted storage holds its configuration");
@@ -208,10 +210,10 @@ fn restart_after_compaction_keeps_the_configuration() {
     );
 }
 
-/// A compacted log whose storage holds no configuration cannot be started:
-/// the membership before the first entry is unknown.
+/// A compacted log whose storage holds no snapshot cannot be started: the
+/// membership before the first entry is unknown.
 #[test]
-fn compacted_log_without_configuration_refuses_to_start() {
+fn compacted_log_without_snapshot_refuses_to_start() {
     struct Forgetful(MemStorage);
     impl raftwerk_raft::Storage for Forgetful {
         fn hard_state(&self) -> raftwerk_raft::HardState {
@@ -237,12 +239,18 @@ fn compacted_log_without_configuration_refuses_to_start() {
     }
     let mut storage = MemStorage::new();
     storage.append(&entries_with_terms(&[1, 1, 1]));
-    storage
-        .compact(2, raftwerk_raft::Configuration::new(vec![1, 2, 3], Vec::new()))
-        .unwrap();
-    let result = Raft::new(config(2, &[1, 2, 3]), Forgetful(storage));
+    let meta = raftwerk_raft::SnapshotMeta {
+        index: 2,
+        term: 1,
+        configuration: raftwerk_raft::Configuration::new(vec![1, 2, 3], Vec::new()),
+    };
+    storage.create_snapshot(meta, snapshot_data(2, 8)).unwrap();
+    storage.compact(2).unwrap();
+    let mut config = config(2, &[1, 2, 3]);
+    config.applied = 2;
+    let result = Raft::new(config, Forgetful(storage));
     assert!(matches!(
         result.err(),
-        Some(raftwerk_raft::ConfigError::CompactedWithoutConfiguration { first_index: 3 })
+        Some(raftwerk_raft::ConfigError::CompactedWithoutSnapshot { first_index: 3 })
     ));
 }

@@ -103,6 +103,20 @@ fn message_text(message: &Message) -> String {
         MessageBody::ReadIndexResponse { request_id, index } => {
             format!("ReadIndexResponse request={request_id} index={index}")
         }
+        MessageBody::InstallSnapshot {
+            meta,
+            offset,
+            data,
+            last,
+        } => format!(
+            "InstallSnapshot snapshot=({},{}) voters={:?} offset={offset} bytes={}{}",
+            meta.index,
+            meta.term,
+            meta.configuration.voters,
+            data.len(),
+            if *last { " last" } else { "" }
+        ),
+        MessageBody::SnapshotResponse { index, offset } => format!("SnapshotResponse snapshot={index} offset={offset}"),
     };
     format!("{}->{} term={} {body}", message.from, message.to, message.term)
 }

@@ -52,6 +52,7 @@ impl BenchCluster {
                 config.inflight_messages_max = 1024;
                 config.inflight_bytes_max = 256 << 20;
                 config.message_bytes_max = 4 << 20;
+                config.compaction_tail_entries = COMPACT_TAIL_ENTRIES;
                 Raft::new(config, MemStorage::new()).expect("valid bench config")
             })
             .collect();
@@ -123,29 +124,29 @@ impl BenchCluster {
         &mut self.nodes[self.leader]
     }
 
-    /// Compacts every node's storage below what all nodes applied, keeping
-    /// a tail, as a real deployment with log compaction would; otherwise
-    /// the benchmark would measure the growth of one huge vector.
+    /// Snapshots every node (with empty state: the benchmark's state
+    /// machine holds nothing) and compacts its log below what all nodes
+    /// applied, keeping a tail, as a real deployment would; otherwise the
+    /// benchmark would measure the growth of one huge vector.
     fn compact_if_due(&mut self) {
         if self.leader_applied < self.compacted + COMPACT_EVERY_ENTRIES + COMPACT_TAIL_ENTRIES {
             return;
         }
         let applied_everywhere = self.nodes.iter().map(|node| node.applied_index()).min().unwrap_or(0);
-        let Some(upto) = applied_everywhere.checked_sub(COMPACT_TAIL_ENTRIES) else {
-            return;
-        };
-        if upto <= self.compacted {
+        if applied_everywhere <= self.compacted + COMPACT_TAIL_ENTRIES {
             return;
         }
         for node in &mut self.nodes {
-            let configuration = node
-                .configuration_at(upto)
-                .expect("a static configuration is always known");
+            let meta = node
+                .snapshot_meta(applied_everywhere)
+                .expect("snapshot at an applied index");
             node.storage_mut()
-                .compact(upto, configuration)
-                .expect("compaction below applied");
+                .create_snapshot(meta, Bytes::new())
+                .expect("newer snapshot");
+            let upto = node.compact_index();
+            node.storage_mut().compact(upto).expect("compaction below the snapshot");
         }
-        self.compacted = upto;
+        self.compacted = applied_everywhere - COMPACT_TAIL_ENTRIES;
     }
 }
 

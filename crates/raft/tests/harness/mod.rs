@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use raftwerk_raft::{
     Config, Entry, EntryKind, HardState, Index, MemStorage, Message, MessageBody, NodeId, Raft, ReadState,
-    RejectReason, Role, Term,
+    RejectReason, Role, SnapshotMeta, Term,
 };
 
 /// Upper bound on messages delivered by one `deliver_*` call.
@@ -32,8 +32,12 @@ pub fn config(id: NodeId, voters: &[NodeId]) -> Config {
     config.election_ticks = ELECTION_TICKS;
     config.heartbeat_ticks = HEARTBEAT_TICKS;
     config.seed = 0x5eed_0000 + id;
+    config.compaction_tail_entries = COMPACTION_TAIL_ENTRIES;
     config
 }
+
+/// Entries kept below a snapshot when tests compact.
+pub const COMPACTION_TAIL_ENTRIES: u64 = 2;
 
 pub fn entry(index: Index, term: Term) -> Entry {
     Entry {
@@ -75,6 +79,8 @@ pub struct Network {
     pub cut: BTreeSet<(NodeId, NodeId)>,
     pub committed: BTreeMap<NodeId, Vec<Entry>>,
     pub read_states: BTreeMap<NodeId, Vec<ReadState>>,
+    /// Snapshots each node installed from a leader, with their data.
+    pub installed: BTreeMap<NodeId, Vec<(SnapshotMeta, Bytes)>>,
     /// Every message a node refused, with the reason.
     pub rejections: Vec<(Message, RejectReason)>,
     /// Messages delivered so far (to count round trips).
@@ -108,6 +114,7 @@ impl Network {
             cut: BTreeSet::new(),
             committed: ids.iter().map(|&id| (id, Vec::new())).collect(),
             read_states: ids.iter().map(|&id| (id, Vec::new())).collect(),
+            installed: ids.iter().map(|&id| (id, Vec::new())).collect(),
             rejections: Vec::new(),
             delivered: Vec::new(),
         }
@@ -154,12 +161,16 @@ impl Network {
                 && ready.committed_entries.is_empty()
                 && ready.read_states.is_empty()
                 && ready.soft_state.is_none();
-            if let Some(hard_state) = ready.hard_state {
-                node.storage_mut().set_hard_state(hard_state);
-            }
-            node.storage_mut().append(&ready.entries);
+            node.storage_mut().persist(&ready);
             if ready.must_persist() {
                 node.on_persisted(ready.seq);
+            }
+            if let Some(meta) = &ready.snapshot {
+                let data = node.storage().snapshot_data().cloned().unwrap_or_default();
+                self.installed
+                    .get_mut(&id)
+                    .expect("known node")
+                    .push((meta.clone(), data));
             }
             self.queue.extend(ready.messages);
             self.committed
@@ -358,4 +369,30 @@ pub fn settle(net: &mut Network) {
     for _ in 0..50 {
         net.run_ticks(1);
     }
+}
+
+/// Snapshot data standing for a node's state at `index`: `size` bytes that
+/// differ per index, so a transfer that mixes up offsets is caught.
+pub fn snapshot_data(index: Index, size: usize) -> Bytes {
+    Bytes::from((0..size).map(|at| (at as u64 * 31 + index) as u8).collect::<Vec<u8>>())
+}
+
+/// The application of node `id` snapshots its state at the applied index
+/// (`size` bytes of data) and compacts the log as far as the core allows.
+/// Returns the snapshot's metadata.
+pub fn snapshot_and_compact(net: &mut Network, id: NodeId, size: usize) -> SnapshotMeta {
+    let node = net.node_mut(id);
+    let meta = node
+        .snapshot_meta(node.applied_index())
+        .expect("snapshot at the applied index");
+    node.storage_mut()
+        .create_snapshot(meta.clone(), snapshot_data(meta.index, size))
+        .expect("newer snapshot");
+    let compact_index = node.compact_index();
+    if compact_index >= raftwerk_raft::Storage::first_index(node.storage()) {
+        node.storage_mut()
+            .compact(compact_index)
+            .expect("compaction covered by the snapshot");
+    }
+    meta
 }
