@@ -296,6 +296,11 @@ impl<S: Storage> RaftLog<S> {
         self.snapshot_emitted = false;
     }
 
+    /// A restored snapshot waits to be handed out for installing.
+    pub fn has_unemitted_snapshot(&self) -> bool {
+        self.snapshot.is_some() && !self.snapshot_emitted
+    }
+
     /// The restored snapshot not yet handed out for installing; marks it
     /// handed out.
     pub fn take_unemitted_snapshot(&mut self) -> Option<SnapshotMeta> {

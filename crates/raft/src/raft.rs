@@ -513,6 +513,19 @@ impl<S: Storage> Raft<S> {
             .collect()
     }
 
+    /// Indexes of the snapshots being sent to followers: storage must keep
+    /// them (`LogStore::retain_snapshots`) until the transfers end.
+    pub fn snapshots_in_use(&self) -> Vec<Index> {
+        let mut indexes: Vec<Index> = self
+            .progress
+            .iter()
+            .filter_map(|pr| pr.snapshot.as_ref().map(|outgoing| outgoing.meta.index))
+            .collect();
+        indexes.sort_unstable();
+        indexes.dedup();
+        indexes
+    }
+
     /// The snapshot this follower is receiving: `(leader, index, bytes
     /// received)`.
     pub fn incoming_snapshot(&self) -> Option<(NodeId, Index, u64)> {
@@ -1435,6 +1448,12 @@ impl<S: Storage> Raft<S> {
                 self.incoming = None;
             }
             self.reply_append_accepted(from, self.log.commit);
+            return;
+        }
+        if self.log.has_unemitted_snapshot() {
+            // A snapshot was just installed and this ready has not taken it
+            // yet: a chunk of another one written before that install would
+            // break the write order. The leader resends it.
             return;
         }
         if offset == 0 && self.log.matches_term(index, meta.term) {

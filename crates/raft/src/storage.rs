@@ -69,11 +69,12 @@ pub trait Storage {
     }
 
     /// Up to `bytes_max` bytes (at least one, unless the snapshot is empty)
-    /// of the stored snapshot's data from `offset`.
+    /// of the data of the snapshot at `index` from `offset`: the stored
+    /// snapshot, or an older one still retained for a transfer in progress
+    /// (`LogStore::retain_snapshots`).
     ///
     /// # Errors
-    /// `SnapshotUnavailable` when the stored snapshot is not the one at
-    /// `index` (a newer one replaced it); `Io` on failure.
+    /// `SnapshotUnavailable` when no snapshot at `index` is kept; `Io`.
     fn snapshot_chunk(&self, index: Index, offset: u64, bytes_max: u64) -> Result<SnapshotChunk, StorageError> {
         let _ = (offset, bytes_max);
         Err(StorageError::SnapshotUnavailable { index })
@@ -126,6 +127,16 @@ pub trait LogStore: Storage {
     /// `SnapshotUnavailable` when no such snapshot is pending; `Io`.
     fn save_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError>;
 
+    /// Removes every snapshot except the stored (newest) one and those at
+    /// the indexes in `in_use` (transfers in progress,
+    /// `Raft::snapshots_in_use`). Replacing a snapshot never removes the old
+    /// one by itself: a follower receiving it would have to start over, and
+    /// with snapshots taken faster than one transfers, never finish.
+    ///
+    /// # Errors
+    /// `Io`.
+    fn retain_snapshots(&mut self, in_use: &[Index]) -> Result<(), StorageError>;
+
     /// As `save_snapshot`, then replaces the whole log by the snapshot: no
     /// entries are left, and the log continues at `meta.index + 1` (a
     /// follower installing a snapshot from its leader).
@@ -155,6 +166,8 @@ pub struct MemStorage {
     compacted_term: Term,
     /// The stored snapshot and its data.
     snapshot: Option<(SnapshotMeta, Bytes)>,
+    /// Older snapshots not yet released (`retain_snapshots`).
+    older: Vec<(SnapshotMeta, Bytes)>,
     /// A snapshot being written: `(index, term, data so far)`.
     pending: Option<(Index, Term, Vec<u8>)>,
 }
@@ -180,8 +193,19 @@ impl MemStorage {
         {
             return Err(StorageError::SnapshotUnavailable { index: meta.index });
         }
-        self.snapshot = Some((meta, data));
+        self.replace_snapshot(meta, data);
         Ok(())
+    }
+
+    fn replace_snapshot(&mut self, meta: SnapshotMeta, data: Bytes) {
+        if let Some(previous) = self.snapshot.replace((meta, data)) {
+            self.older.push(previous);
+        }
+    }
+
+    /// Number of snapshots kept, the stored one included (tests).
+    pub fn snapshots_kept(&self) -> usize {
+        usize::from(self.snapshot.is_some()) + self.older.len()
     }
 
     /// The stored snapshot's data (tests, the simulator's restore).
@@ -280,7 +304,7 @@ impl MemStorage {
     fn promote_pending(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
         match self.pending.take() {
             Some((index, term, data)) if index == meta.index && term == meta.term => {
-                self.snapshot = Some((meta.clone(), Bytes::from(data)));
+                self.replace_snapshot(meta.clone(), Bytes::from(data));
                 Ok(())
             }
             other => {
@@ -346,10 +370,14 @@ impl Storage for MemStorage {
     }
 
     fn snapshot_chunk(&self, index: Index, offset: u64, bytes_max: u64) -> Result<SnapshotChunk, StorageError> {
-        let Some((meta, data)) = self.snapshot.as_ref().filter(|(meta, _)| meta.index == index) else {
+        let Some((_, data)) = self
+            .snapshot
+            .iter()
+            .chain(&self.older)
+            .find(|(meta, _)| meta.index == index)
+        else {
             return Err(StorageError::SnapshotUnavailable { index });
         };
-        debug_assert_eq!(meta.index, index);
         let len = data.len() as u64;
         let start = offset.min(len);
         let end = start.saturating_add(bytes_max.max(1)).min(len);
@@ -396,6 +424,11 @@ impl LogStore for MemStorage {
 
     fn save_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
         self.promote_pending(meta)
+    }
+
+    fn retain_snapshots(&mut self, in_use: &[Index]) -> Result<(), StorageError> {
+        self.older.retain(|(meta, _)| in_use.contains(&meta.index));
+        Ok(())
     }
 
     fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {

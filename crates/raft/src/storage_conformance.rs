@@ -80,6 +80,7 @@ pub fn check_log_store<S: LogStore>(mut make: impl FnMut() -> S) {
     saved_snapshot_reads_back_and_keeps_the_log(&mut make());
     installed_snapshot_replaces_the_log(&mut make());
     out_of_order_snapshot_chunks_are_refused(&mut make());
+    snapshots_in_use_are_retained_until_released(&mut make());
 }
 
 fn empty_store_starts_at_index_one<S: LogStore>(store: &mut S) {
@@ -256,6 +257,35 @@ fn out_of_order_snapshot_chunks_are_refused<S: LogStore>(store: &mut S) {
     assert_eq!(read_snapshot(store, 7, 2), b"new".to_vec());
 }
 
+fn snapshots_in_use_are_retained_until_released<S: LogStore>(store: &mut S) {
+    store.append_entries(&entries(1, &[1, 1, 1, 1])).expect("append");
+    for index in 2..=4 {
+        write_snapshot(store, index, 1, format!("state at {index}").as_bytes());
+        store.save_snapshot(&meta(index, 1)).expect("save");
+    }
+    assert_eq!(store.snapshot(), Some(meta(4, 1)), "the newest is the stored one");
+    assert_eq!(
+        read_snapshot(store, 2, 4),
+        b"state at 2".to_vec(),
+        "a replaced snapshot stays readable until released"
+    );
+    store.retain_snapshots(&[3]).expect("retain");
+    assert_eq!(read_snapshot(store, 3, 4), b"state at 3".to_vec(), "in use: kept");
+    assert!(
+        matches!(
+            store.snapshot_chunk(2, 0, 4),
+            Err(StorageError::SnapshotUnavailable { .. })
+        ),
+        "released"
+    );
+    store.retain_snapshots(&[]).expect("retain");
+    assert_eq!(
+        read_snapshot(store, 4, 4),
+        b"state at 4".to_vec(),
+        "the newest is always kept"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,6 +344,9 @@ mod tests {
         }
         fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
             self.0.install_snapshot(meta)
+        }
+        fn retain_snapshots(&mut self, in_use: &[Index]) -> Result<(), StorageError> {
+            self.0.retain_snapshots(in_use)
         }
         fn sync(&mut self) -> Result<(), StorageError> {
             Ok(())

@@ -12,6 +12,10 @@
 //!   (the committed ledger is keyed by index and compared on every apply).
 //! - Leader Completeness: a new leader of term T holds every entry known to
 //!   be committed in a term below T.
+//! - Snapshots: a node that installs a snapshot at index i must receive
+//!   exactly the committed state at i (the digest of the applied prefix) and
+//!   the committed term there; its log then starts from the committed
+//!   prefix, and Log Matching continues from it.
 //! - Linearizability: writes are ordered by log index and reads observe a
 //!   whole applied prefix; an operation invoked after another completed
 //!   must be ordered after it. Failed or timed-out writes impose nothing
@@ -36,8 +40,11 @@ struct CommittedLink {
     /// An upper bound on the term in which the entry was committed: the
     /// applying node's term, never below the bound for the previous index.
     committed_by_term: Term,
+    term: Term,
     prefix: u64,
     data: u64,
+    /// State-machine digest after applying every entry up to this one.
+    digest: u64,
 }
 
 /// 64-bit FNV-1a followed by a finaliser; good enough to tell entries apart.
@@ -56,6 +63,12 @@ pub fn mix(mut value: u64) -> u64 {
     value ^= value >> 33;
     value = value.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     value ^ (value >> 33)
+}
+
+/// The state-machine digest after applying `entry` onto `previous`: what a
+/// simulated state machine holds and what its snapshots carry.
+pub fn state_digest(previous: u64, entry: &Entry) -> u64 {
+    mix(previous ^ link_for(0, entry).data ^ mix(entry.index))
 }
 
 fn link_for(previous: u64, entry: &Entry) -> ChainLink {
@@ -173,14 +186,21 @@ impl Checker {
         self.check_matching(node, entries, true)
     }
 
-    /// A node restarted from durable storage holding `entries`, which must
-    /// be exactly what its disk made durable.
+    /// A node restarted from durable storage holding `entries` from
+    /// `first_index` on, which must be exactly what its disk made durable.
     ///
     /// # Errors
     /// When storage and the durable record disagree.
-    pub fn reset_log(&mut self, node: NodeId, entries: &[Entry]) -> Result<(), String> {
+    pub fn reset_log(&mut self, node: NodeId, first_index: Index, entries: &[Entry]) -> Result<(), String> {
         let position = (node - 1) as usize;
-        let mut restored = vec![EMPTY_LINK];
+        // The compacted prefix is vouched for by the snapshot checks.
+        let durable = &self.durable_chains[position];
+        if durable.len() < first_index as usize {
+            return Err(format!(
+                "node {node} restarted with a log starting at {first_index}, beyond what was made durable"
+            ));
+        }
+        let mut restored = durable[..first_index as usize].to_vec();
         Self::extend_chain(node, &mut restored, entries)?;
         if restored != self.durable_chains[position] {
             return Err(format!(
@@ -220,11 +240,79 @@ impl Checker {
             ));
         }
         let floor = self.committed.last().map_or(0, |last| last.committed_by_term);
+        let digest = state_digest(self.committed.last().map_or(0, |last| last.digest), entry);
         self.committed.push(CommittedLink {
             committed_by_term: term.max(floor),
+            term: entry.term,
             prefix: link.prefix,
             data: link.data,
+            digest,
         });
+        Ok(())
+    }
+
+    /// The committed state digest at `index` (0 for the empty state).
+    pub fn committed_digest(&self, index: Index) -> Option<u64> {
+        if index == 0 {
+            return Some(0);
+        }
+        self.committed.get((index - 1) as usize).map(|link| link.digest)
+    }
+
+    /// A node took or received a snapshot at `index` of `term` holding the
+    /// state `digest`: it must be the committed state there.
+    ///
+    /// # Errors
+    /// When the snapshot is not the committed state.
+    pub fn check_snapshot(&self, node: NodeId, index: Index, term: Term, digest: u64) -> Result<(), String> {
+        let Some(link) = self.committed.get((index.max(1) - 1) as usize) else {
+            return Err(format!(
+                "node {node} holds a snapshot at {index}, beyond anything applied ({})",
+                self.committed.len()
+            ));
+        };
+        if link.term != term || link.digest != digest {
+            return Err(format!(
+                "State Machine Safety violated: node {node} holds a snapshot at {index} (term {term}) that is not the committed state"
+            ));
+        }
+        Ok(())
+    }
+
+    /// A node replaced its log by a snapshot at `index` of `term`, in memory
+    /// or (`durable`) on disk: its log is now the committed prefix up to
+    /// `index`.
+    ///
+    /// # Errors
+    /// When the snapshot does not match the committed log.
+    pub fn on_snapshot_installed(
+        &mut self,
+        node: NodeId,
+        index: Index,
+        term: Term,
+        durable: bool,
+    ) -> Result<(), String> {
+        match self.committed.get((index.max(1) - 1) as usize) {
+            Some(link) if link.term == term => {}
+            _ => {
+                return Err(format!(
+                    "node {node} installed a snapshot at {index} (term {term}) that was never committed"
+                ))
+            }
+        }
+        let mut chain = Vec::with_capacity(index as usize + 1);
+        chain.push(EMPTY_LINK);
+        chain.extend(self.committed[..index as usize].iter().map(|link| ChainLink {
+            term: link.term,
+            prefix: link.prefix,
+            data: link.data,
+        }));
+        let position = (node - 1) as usize;
+        if durable {
+            self.durable_chains[position] = chain;
+        } else {
+            self.chains[position] = chain;
+        }
         Ok(())
     }
 

@@ -3,7 +3,10 @@
 //! write not yet complete), the simulated network, a fault schedule
 //! (partitions of several shapes, crashes and restarts), a random client
 //! workload of writes and linearizable reads, and the checker after every
-//! step. After the faulty phase all faults heal and liveness is checked.
+//! step. Nodes snapshot their state machine and compact their logs on a
+//! per-seed schedule, so lagging and new nodes catch up by snapshot
+//! transfer under the same faults. After the faulty phase all faults heal
+//! and liveness is checked.
 //!
 //! A run is a pure function of its `SimConfig`: one seed, one run.
 
@@ -11,11 +14,11 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use raftwerk_raft::{
-    ConfChange, ConfChangeOp, Config, Entry, EntryKind, HardState, Index, MemStorage, Message, NodeId, ProposeError,
-    Raft, ReadMode, ReadState, Role, SeededRng, Storage,
+    ConfChange, ConfChangeOp, Config, Entry, EntryKind, HardState, IncomingChunk, Index, LogStore, MemStorage, Message,
+    NodeId, ProposeError, Raft, ReadMode, ReadState, Role, SeededRng, SnapshotMeta, Storage,
 };
 
-use crate::checker::{mix, Checker};
+use crate::checker::{mix, state_digest, Checker};
 use crate::network::{Network, NetworkFaults};
 
 /// Election timeout in ticks used by simulated nodes.
@@ -103,6 +106,9 @@ pub struct SimReport {
     pub pauses: u64,
     pub transfers: u64,
     pub membership_changes: u64,
+    /// Snapshots nodes took of their own state, and installed from leaders.
+    pub snapshots_taken: u64,
+    pub snapshots_installed: u64,
     pub messages_sent: u64,
     pub messages_dropped: u64,
     /// Ticks from healing until a leader existed.
@@ -141,9 +147,45 @@ struct DiskFaults {
 /// A write handed to the simulated disk, not yet durable.
 struct PendingWrite {
     seq: u64,
+    snapshot_chunks: Vec<IncomingChunk>,
+    snapshot: Option<SnapshotMeta>,
     hard_state: Option<HardState>,
     entries: Vec<Entry>,
     complete_at: u64,
+}
+
+/// When nodes snapshot and how big their snapshots are.
+#[derive(Clone, Copy, Debug)]
+struct SnapshotPolicy {
+    /// A node snapshots once it applied this many entries past its last
+    /// snapshot (0: never).
+    every_entries: u64,
+    /// Filler bytes after the 16-byte header, so transfers take many chunks.
+    filler_bytes: usize,
+}
+
+/// Snapshot data of the simulated state machine: its applied index and
+/// digest, then filler derived from both.
+fn encode_snapshot(index: Index, digest: u64, filler_bytes: usize) -> Bytes {
+    let mut data = Vec::with_capacity(16 + filler_bytes);
+    data.extend_from_slice(&index.to_le_bytes());
+    data.extend_from_slice(&digest.to_le_bytes());
+    data.extend((0..filler_bytes).map(|at| (mix(digest ^ at as u64) & 0xff) as u8));
+    data.into()
+}
+
+/// The state in snapshot data, if it is well formed (the filler is checked
+/// too: a transfer that mixed up chunks is caught here).
+fn decode_snapshot(data: &[u8]) -> Result<(Index, u64), String> {
+    if data.len() < 16 {
+        return Err(format!("snapshot of {} bytes lacks its header", data.len()));
+    }
+    let index = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
+    let digest = u64::from_le_bytes(data[8..16].try_into().expect("8 bytes"));
+    if encode_snapshot(index, digest, data.len() - 16) != data {
+        return Err(format!("snapshot at {index} is corrupt (chunks mixed up)"));
+    }
+    Ok((index, digest))
 }
 
 struct SimNode {
@@ -153,8 +195,10 @@ struct SimNode {
     storage_while_down: Option<MemStorage>,
     disk: VecDeque<PendingWrite>,
     restart_at: u64,
-    /// State machine: the applied index (the state is the applied prefix).
+    /// State machine: the applied index (the state is the applied prefix)
+    /// and the digest of the applied entries.
     applied: Index,
+    digest: u64,
     /// Read states waiting until their index is applied.
     reads_waiting: Vec<ReadState>,
     restarts: u64,
@@ -221,6 +265,9 @@ pub struct Simulation {
     membership_changes: u64,
     /// The state machine survives crashes (restart with `Config::applied`).
     durable_state_machine: bool,
+    snapshot_policy: SnapshotPolicy,
+    snapshots_taken: u64,
+    snapshots_installed: u64,
     trace_hash: u64,
     leaders_elected: u64,
     crashes: u64,
@@ -252,6 +299,17 @@ impl Simulation {
         } else {
             (NetworkFaults::none(), DiskFaults { write_ticks_max: 0 }, 0, 0, 0)
         };
+        // Drawn from their own generator so the rest of a seed's schedule
+        // is what it was before snapshots existed.
+        let mut snapshot_rng = SeededRng::new(mix(config.seed ^ 0x5A_95_07));
+        let snapshot_policy = SnapshotPolicy {
+            every_entries: if snapshot_rng.chance(2, 3) {
+                snapshot_rng.range(4, 80)
+            } else {
+                0
+            },
+            filler_bytes: snapshot_rng.range(0, 2000) as usize,
+        };
         let voters: Vec<NodeId> = (1..=config.nodes as NodeId).collect();
         let slots: Vec<NodeId> = (1..=config.slots() as NodeId).collect();
         let nodes = slots
@@ -266,6 +324,7 @@ impl Simulation {
                     disk: VecDeque::new(),
                     restart_at: 0,
                     applied: 0,
+                    digest: 0,
                     reads_waiting: Vec::new(),
                     restarts: 0,
                     paused_until: 0,
@@ -303,6 +362,9 @@ impl Simulation {
             membership_per_mille,
             membership_changes: 0,
             durable_state_machine,
+            snapshot_policy,
+            snapshots_taken: 0,
+            snapshots_installed: 0,
             trace_hash: 0,
             leaders_elected: 0,
             crashes: 0,
@@ -333,6 +395,8 @@ impl Simulation {
             pauses: self.pauses,
             transfers: self.transfers,
             membership_changes: self.membership_changes,
+            snapshots_taken: self.snapshots_taken,
+            snapshots_installed: self.snapshots_installed,
             messages_sent: self.network.sent,
             messages_dropped: self.network.dropped,
             ticks_to_leader_after_heal: ticks_to_leader,
@@ -396,7 +460,50 @@ impl Simulation {
         }
         self.complete_disk_writes()?;
         self.process_readies()?;
+        self.take_snapshots()?;
         self.check_step()
+    }
+
+    /// Nodes whose state machine moved far enough past their last snapshot
+    /// take a new one and compact their logs as far as the core allows.
+    fn take_snapshots(&mut self) -> Result<(), String> {
+        let every = self.snapshot_policy.every_entries;
+        if every == 0 {
+            return Ok(());
+        }
+        let time = self.time;
+        for position in 0..self.nodes.len() {
+            let node = &mut self.nodes[position];
+            let (applied, digest, id) = (node.applied, node.digest, node.id);
+            let Some(raft) = node.active(time) else {
+                continue;
+            };
+            if applied < raft.snapshot_index() + every || raft.applied_index() != applied {
+                continue;
+            }
+            let meta = raft
+                .snapshot_meta(applied)
+                .map_err(|error| format!("node {id}: snapshot at applied index {applied}: {error}"))?;
+            let data = encode_snapshot(applied, digest, self.snapshot_policy.filler_bytes);
+            raft.storage_mut()
+                .create_snapshot(meta.clone(), data)
+                .map_err(|error| format!("node {id}: storing snapshot: {error}"))?;
+            let in_use = raft.snapshots_in_use();
+            raft.storage_mut()
+                .retain_snapshots(&in_use)
+                .map_err(|error| format!("node {id}: releasing snapshots: {error}"))?;
+            let compact_index = raft.compact_index();
+            if compact_index >= raft.storage().first_index() {
+                raft.storage_mut()
+                    .compact(compact_index)
+                    .map_err(|error| format!("node {id}: compacting to {compact_index}: {error}"))?;
+            }
+            self.checker.check_snapshot(id, meta.index, meta.term, digest)?;
+            self.snapshots_taken += 1;
+            self.record(mix(0x5A ^ id) ^ applied);
+            self.trace(|| format!("node {id} snapshots at {applied} and compacts to {compact_index}"));
+        }
+        Ok(())
     }
 
     fn deliver(&mut self, message: Message) {
@@ -569,8 +676,10 @@ impl Simulation {
         node.inbox.clear();
         node.restart_at = restart_at;
         if !self.durable_state_machine {
-            // A volatile state machine is rebuilt from the log on restart.
+            // A volatile state machine is rebuilt on restart from the stored
+            // snapshot and the log.
             node.applied = 0;
+            node.digest = 0;
         }
         let id = node.id;
         node.reads_waiting.clear();
@@ -600,14 +709,29 @@ impl Simulation {
         let seed = self.config.seed ^ mix(node.id) ^ node.restarts;
         // A durable state machine (as the server's redb one) restarts where
         // it stopped, possibly above the stored commit index.
+        if let (Some(meta), Some(data)) = (storage.snapshot(), storage.snapshot_data()) {
+            if node.applied < meta.index {
+                // Restore the state machine from the stored snapshot.
+                let (index, digest) = decode_snapshot(data)?;
+                if index != meta.index {
+                    return Err(format!(
+                        "node {}: snapshot data at {index} stored as {}",
+                        node.id, meta.index
+                    ));
+                }
+                node.applied = index;
+                node.digest = digest;
+            }
+        }
         let mut config = node_config(&self.config, node.id, &voters, node.applied);
         config.seed = seed;
+        let first_index = storage.first_index();
         let stored = storage
-            .entries(1, storage.last_index() + 1, u64::MAX)
+            .entries(first_index, storage.last_index() + 1, u64::MAX)
             .map_err(|error| format!("reading durable log of node {}: {error}", node.id))?;
         node.raft = Some(Raft::new(config, storage).map_err(|error| error.to_string())?);
         let id = node.id;
-        self.checker.reset_log(id, &stored)?;
+        self.checker.reset_log(id, first_index, &stored)?;
         self.trace(|| format!("restart node {id} with {} durable entries", stored.len()));
         Ok(())
     }
@@ -786,10 +910,37 @@ impl Simulation {
                     break;
                 }
                 let write = node.disk.pop_front().expect("front was just seen");
-                if let Some(hard_state) = write.hard_state {
-                    raft.storage_mut().set_hard_state(hard_state);
+                let storage = raft.storage_mut();
+                for chunk in &write.snapshot_chunks {
+                    storage
+                        .write_snapshot_chunk(chunk.index, chunk.term, chunk.offset, &chunk.data)
+                        .map_err(|error| format!("node {}: snapshot chunk refused: {error}", node.id))?;
                 }
-                raft.storage_mut().append(&write.entries);
+                if let Some(meta) = &write.snapshot {
+                    storage
+                        .install_snapshot(meta)
+                        .map_err(|error| format!("node {}: snapshot install refused: {error}", node.id))?;
+                    let data = storage.snapshot_data().expect("just installed");
+                    let (index, digest) = decode_snapshot(data)?;
+                    if index != meta.index {
+                        return Err(format!(
+                            "node {}: snapshot data at {index} installed as {}",
+                            node.id, meta.index
+                        ));
+                    }
+                    self.checker.check_snapshot(node.id, meta.index, meta.term, digest)?;
+                    self.checker
+                        .on_snapshot_installed(node.id, meta.index, meta.term, true)?;
+                    // The install is durable: restore the state machine.
+                    node.applied = index;
+                    node.digest = digest;
+                    self.snapshots_installed += 1;
+                }
+                let storage = raft.storage_mut();
+                storage.append(&write.entries);
+                if let Some(hard_state) = write.hard_state {
+                    storage.set_hard_state(hard_state);
+                }
                 self.checker.on_durable(node.id, &write.entries)?;
                 last_seq = Some(write.seq);
             }
@@ -845,6 +996,10 @@ impl Simulation {
                 );
             }
         }
+        if let Some(meta) = &ready.snapshot {
+            self.checker.on_snapshot_installed(id, meta.index, meta.term, false)?;
+            self.trace(|| format!("node {id} installs snapshot at {} (term {})", meta.index, meta.term));
+        }
         self.checker.on_entries(id, &ready.entries)?;
         let durable_leader = self.nodes[position].raft.as_ref().is_some_and(is_durable_leader);
         if durable_leader {
@@ -860,6 +1015,8 @@ impl Simulation {
                 .max(time + write_delay);
             node.disk.push_back(PendingWrite {
                 seq: ready.seq,
+                snapshot_chunks: ready.snapshot_chunks,
+                snapshot: ready.snapshot,
                 hard_state: ready.hard_state,
                 entries: ready.entries,
                 complete_at,
@@ -888,6 +1045,7 @@ impl Simulation {
             ));
         }
         node.applied = entry.index;
+        node.digest = state_digest(node.digest, entry);
         if entry.kind != EntryKind::Normal || entry.data.len() != 16 {
             return Ok(());
         }
@@ -1003,9 +1161,16 @@ impl Simulation {
             .nodes
             .iter()
             .filter_map(|node| {
-                node.raft
-                    .as_ref()
-                    .map(|raft| format!("{:?} {:?}", raft.status(), raft.configuration()))
+                node.raft.as_ref().map(|raft| {
+                    format!(
+                        "{:?} {:?} sending {:?} receiving {:?} {:?}",
+                        raft.status(),
+                        raft.configuration(),
+                        raft.snapshot_transfers(),
+                        raft.incoming_snapshot(),
+                        raft.stats()
+                    )
+                })
             })
             .collect();
         statuses.join("; ")
@@ -1046,6 +1211,9 @@ fn node_config(sim: &SimConfig, id: NodeId, voters: &[NodeId], applied: Index) -
     config.message_bytes_max = 256;
     config.inflight_messages_max = 4;
     config.inflight_bytes_max = 4096;
+    config.snapshot_chunk_bytes = rng.range(32, 512);
+    config.snapshot_inflight_bytes_max = config.snapshot_chunk_bytes * rng.range(1, 5);
+    config.compaction_tail_entries = rng.range(0, 20);
     config
 }
 

@@ -388,6 +388,8 @@ pub fn snapshot_and_compact(net: &mut Network, id: NodeId, size: usize) -> Snaps
     node.storage_mut()
         .create_snapshot(meta.clone(), snapshot_data(meta.index, size))
         .expect("newer snapshot");
+    let in_use = node.snapshots_in_use();
+    raftwerk_raft::LogStore::retain_snapshots(node.storage_mut(), &in_use).expect("release snapshots");
     let compact_index = node.compact_index();
     if compact_index >= raftwerk_raft::Storage::first_index(node.storage()) {
         node.storage_mut()
