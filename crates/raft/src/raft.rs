@@ -644,6 +644,19 @@ impl<S: Storage> Raft<S> {
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat();
         }
+        // Snapshot chunks unacknowledged for half an election timeout were
+        // lost: resend from the last acknowledged offset.
+        let retry_ticks = (self.config.election_ticks / 2).max(1);
+        for at in 0..self.progress.len() {
+            let stalled = self.progress[at]
+                .snapshot
+                .as_mut()
+                .is_some_and(|outgoing| outgoing.on_tick(retry_ticks));
+            if stalled {
+                let to = self.progress[at].id;
+                self.send_snapshot_chunks(to);
+            }
+        }
     }
 
     /// Proposes one command. Returns the index it was appended at; it is
@@ -1302,13 +1315,8 @@ impl<S: Storage> Raft<S> {
                 if read_seq > pr.read_seq_acked {
                     pr.read_seq_acked = read_seq;
                 }
-                if let Some(outgoing) = pr.snapshot.as_mut() {
-                    // Chunks in flight with nothing acknowledged for a whole
-                    // heartbeat interval were lost: resend from the last
-                    // acknowledged offset.
-                    if outgoing.on_heartbeat() {
-                        self.send_snapshot_chunks(from);
-                    }
+                if pr.snapshot.is_some() {
+                    // The transfer has its own retry timer (`tick_leader`).
                     self.confirm_reads();
                     return Ok(());
                 }
@@ -1463,7 +1471,11 @@ impl<S: Storage> Raft<S> {
             self.reply_append_accepted(from, index);
             return;
         }
-        if offset == 0 {
+        let continues = self
+            .incoming
+            .as_ref()
+            .is_some_and(|incoming| incoming.from == from && incoming.meta == meta);
+        if offset == 0 && !continues {
             self.incoming = Some(Incoming {
                 from,
                 meta: meta.clone(),

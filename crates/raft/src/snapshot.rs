@@ -90,9 +90,10 @@ pub struct Outgoing {
     pub acked: u64,
     /// Size of the snapshot, known once its last chunk was read.
     pub total: Option<u64>,
-    /// `acked` at the previous heartbeat answer: no change since means the
-    /// chunks in flight were lost, and sending resumes from `acked`.
-    pub acked_at_heartbeat: u64,
+    /// Leader ticks since `acked` last advanced: past the retry timeout
+    /// with bytes in flight, they are presumed lost and sending resumes
+    /// from `acked`.
+    pub idle_ticks: u64,
     /// The offset sending last went back to after a gap reply: further gap
     /// replies for it (one per chunk in flight) are not news.
     pub rewound_to: Option<u64>,
@@ -105,7 +106,7 @@ impl Outgoing {
             sent: 0,
             acked: 0,
             total: None,
-            acked_at_heartbeat: 0,
+            idle_ticks: 0,
             rewound_to: None,
         }
     }
@@ -127,6 +128,7 @@ impl Outgoing {
             self.acked = offset;
             self.sent = self.sent.max(offset);
             self.rewound_to = None;
+            self.idle_ticks = 0;
             return true;
         }
         if offset < self.sent && self.rewound_to != Some(offset) {
@@ -140,17 +142,19 @@ impl Outgoing {
         false
     }
 
-    /// A heartbeat answer arrived: if nothing was acknowledged since the
-    /// previous one, the chunks in flight are presumed lost. Returns whether
-    /// sending should resume from `acked`.
-    pub fn on_heartbeat(&mut self) -> bool {
-        let stalled = self.acked == self.acked_at_heartbeat && self.in_flight() > 0;
-        self.acked_at_heartbeat = self.acked;
-        if stalled {
-            self.sent = self.acked;
-            self.rewound_to = None;
+    /// One leader tick. Returns whether the bytes in flight have gone
+    /// unacknowledged for `retry_ticks`, in which case sending resumes from
+    /// `acked` (a lost last chunk, or a whole lost window, sends no gap
+    /// reply).
+    pub fn on_tick(&mut self, retry_ticks: u64) -> bool {
+        self.idle_ticks += 1;
+        if self.in_flight() == 0 || self.idle_ticks < retry_ticks {
+            return false;
         }
-        stalled
+        self.idle_ticks = 0;
+        self.sent = self.acked;
+        self.rewound_to = None;
+        true
     }
 }
 
@@ -193,12 +197,15 @@ mod tests {
     }
 
     #[test]
-    fn heartbeat_without_progress_resends_from_acked() {
+    fn silence_for_the_retry_timeout_resends_from_acked() {
         let mut outgoing = Outgoing::new(SnapshotMeta::default());
         outgoing.sent = 40;
+        outgoing.on_tick(3);
         outgoing.on_ack(20);
-        assert!(!outgoing.on_heartbeat(), "progress since the last heartbeat");
-        assert!(outgoing.on_heartbeat(), "stalled");
+        assert!(!outgoing.on_tick(3), "progress resets the timer");
+        assert!(!outgoing.on_tick(3));
+        assert!(outgoing.on_tick(3), "three silent ticks");
         assert_eq!(outgoing.sent, 20);
+        assert!(!outgoing.on_tick(1), "nothing in flight after the rewind");
     }
 }
