@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod catch_up;
 pub mod checker;
 pub mod network;
 pub mod simulation;

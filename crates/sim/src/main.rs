@@ -3,13 +3,14 @@
 use std::process::ExitCode;
 
 use raftwerk_raft::ReadMode;
-use raftwerk_sim::{bench, run_seed, SimConfig};
+use raftwerk_sim::{bench, catch_up, run_seed, SimConfig};
 
 const USAGE: &str = "\
 usage:
-  raftwerk-sim run   --seed S [--nodes N] [--steps K] [--lease MARGIN] [--drift PER_MILLE] [--membership] [--no-faults] [--trace]
+  raftwerk-sim run   --seed S [--nodes N] [--steps K] [--lease MARGIN] [--drift PER_MILLE] [--membership] [--no-faults] [--no-snapshots] [--trace]
   raftwerk-sim soak  [--nodes N] [--seeds FIRST..END] [--steps K] [--lease MARGIN] [--drift PER_MILLE] [--membership]
   raftwerk-sim bench [--quick]
+  raftwerk-sim catch-up [--snapshot-mib M] [--entries N]
 
   run    replays one seeded simulation and prints its report (a failure
          prints the violated invariant and exits 1)
@@ -20,8 +21,12 @@ usage:
                       1000 steps (default 100)
   --membership        random membership changes over 5 node slots (the
                       cluster bootstraps with --nodes voters)
+  --no-snapshots      nodes never snapshot nor compact (by default they do
+                      on a per-seed schedule)
   bench  measures the core in process: throughput by batch size and the
-         closed-loop client benchmark";
+         closed-loop client benchmark
+  catch-up  time for a new learner to catch up from a snapshot of M MiB
+         (default 1024) plus N log entries of 64 bytes (default 100000)";
 
 struct Options {
     seed: u64,
@@ -34,6 +39,9 @@ struct Options {
     quick: bool,
     drift: u64,
     membership: bool,
+    snapshot_mib: u64,
+    entries: u64,
+    snapshots: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -48,6 +56,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
         quick: false,
         drift: 100,
         membership: false,
+        snapshot_mib: 1024,
+        entries: 100_000,
+        snapshots: true,
     };
     let mut iter = args.iter();
     while let Some(flag) = iter.next() {
@@ -79,7 +90,10 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     return Err("--drift must be below 1000".to_string());
                 }
             }
+            "--snapshot-mib" => options.snapshot_mib = number(&value("--snapshot-mib")?, "--snapshot-mib")?,
+            "--entries" => options.entries = number(&value("--entries")?, "--entries")?,
             "--no-faults" => options.faults = false,
+            "--no-snapshots" => options.snapshots = false,
             "--membership" => options.membership = true,
             "--trace" => options.trace = true,
             "--quick" => options.quick = true,
@@ -113,6 +127,7 @@ fn main() -> ExitCode {
         config.trace = options.trace;
         config.clock_drift_per_mille = options.drift;
         config.membership = options.membership;
+        config.snapshots = options.snapshots;
         config
     };
     match command.as_str() {
@@ -155,6 +170,10 @@ fn main() -> ExitCode {
         }
         "bench" => {
             bench::run_all(options.quick);
+            ExitCode::SUCCESS
+        }
+        "catch-up" => {
+            catch_up::run(options.snapshot_mib as usize, options.entries, 64);
             ExitCode::SUCCESS
         }
         "help" | "--help" | "-h" => {

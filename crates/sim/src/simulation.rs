@@ -48,6 +48,9 @@ pub struct SimConfig {
     /// voters and `MEMBERSHIP_SLOTS` node slots exist to add, promote,
     /// demote, remove and replace.
     pub membership: bool,
+    /// Nodes snapshot and compact on a per-seed schedule (off: logs grow
+    /// forever, as runs did before snapshots existed).
+    pub snapshots: bool,
 }
 
 /// Node slots of a membership run: clusters grow up to 5 nodes.
@@ -64,6 +67,7 @@ impl SimConfig {
             trace: false,
             clock_drift_per_mille: 100,
             membership: false,
+            snapshots: true,
         }
     }
 
@@ -75,8 +79,9 @@ impl SimConfig {
         };
         let calm = if self.faults { "" } else { " --no-faults" };
         let membership = if self.membership { " --membership" } else { "" };
+        let snapshots = if self.snapshots { "" } else { " --no-snapshots" };
         format!(
-            "cargo run -p raftwerk-sim --release -- run --seed {} --nodes {} --steps {}{lease}{calm}{membership} --drift {} --trace",
+            "cargo run -p raftwerk-sim --release -- run --seed {} --nodes {} --steps {}{lease}{calm}{membership}{snapshots} --drift {} --trace",
             self.seed, self.nodes, self.steps, self.clock_drift_per_mille
         )
     }
@@ -303,7 +308,7 @@ impl Simulation {
         // is what it was before snapshots existed.
         let mut snapshot_rng = SeededRng::new(mix(config.seed ^ 0x5A_95_07));
         let snapshot_policy = SnapshotPolicy {
-            every_entries: if snapshot_rng.chance(2, 3) {
+            every_entries: if config.snapshots && snapshot_rng.chance(2, 3) {
                 snapshot_rng.range(4, 80)
             } else {
                 0
