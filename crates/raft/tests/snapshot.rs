@@ -523,7 +523,8 @@ fn follower_falling_behind_during_a_transfer_still_converges() {
     leave_node_3_behind_a_snapshot(&mut net, 30);
     net.heal();
     let mut snapshots = 0;
-    for _ in 0..ROUNDS_MAX {
+    let mut caught_up = false;
+    for _ in 0..4 * ROUNDS_MAX {
         for _ in 0..3 {
             net.node_mut(1).propose(data(8)).unwrap();
         }
@@ -532,18 +533,21 @@ fn follower_falling_behind_during_a_transfer_still_converges() {
             snapshot_and_compact(&mut net, 1, SNAPSHOT_BYTES);
             snapshots += 1;
         }
-        if !net.installed[&3].is_empty() {
+        if !net.installed[&3].is_empty() && net.node(3).applied_index() + 10 >= net.node(1).applied_index() {
+            caught_up = true;
             break;
         }
     }
-    assert!(!net.installed[&3].is_empty(), "the transfer never finished");
+    assert!(
+        caught_up,
+        "node 3 never caught up while the leader kept snapshotting ({} installs)",
+        net.installed[&3].len()
+    );
     assert!(
         snapshots > 20,
         "the leader snapshotted during the transfer ({snapshots})"
     );
-    settle(&mut net);
-    assert_eq!(net.node(3).commit_index(), net.node(1).commit_index());
-    assert!(net.installed[&3].len() <= 2, "caught up from the log after one install");
+    assert_eq!(net.installed[&3].len(), 1, "caught up from the log after one install");
 }
 
 #[test]
