@@ -1,7 +1,7 @@
 //! Validated settings of one node's core. Every bound the core enforces is
 //! a named field here, checked by `Config::validate` before use.
 
-use crate::types::{Index, NodeId, NO_NODE};
+use crate::types::{Index, NodeId, Term, NO_NODE};
 
 /// How the leader confirms linearizable reads (dissertation §6.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +102,12 @@ pub enum ConfigError {
     AppliedBeyondLog { applied: Index, last_index: Index },
     #[error("the stored log cannot be read: {0}")]
     LogUnreadable(String),
+    #[error("the stored snapshot at {index} has term {snapshot_term} but the stored log has term {log_term} there: storage is inconsistent")]
+    SnapshotDisagreesWithLog {
+        index: Index,
+        snapshot_term: Term,
+        log_term: Term,
+    },
     #[error("the log is compacted below index {first_index} and storage holds no snapshot covering it")]
     CompactedWithoutSnapshot { first_index: Index },
     #[error(

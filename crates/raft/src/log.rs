@@ -288,12 +288,20 @@ impl<S: Storage> RaftLog<S> {
     pub fn restore(&mut self, meta: SnapshotMeta) {
         debug_assert!(meta.index > self.commit, "restoring a snapshot the log already covers");
         self.unstable.clear();
-        self.offset = meta.index + 1;
+        self.offset = meta
+            .index
+            .checked_add(1)
+            .expect("snapshot index validated below the maximum");
         self.emitted = meta.index;
         self.commit = meta.index;
         self.applied = meta.index;
         self.snapshot = Some(meta);
         self.snapshot_emitted = false;
+    }
+
+    /// A snapshot from the leader replaced the log and is not durable yet.
+    pub fn has_restored_snapshot(&self) -> bool {
+        self.snapshot.is_some()
     }
 
     /// A restored snapshot waits to be handed out for installing.

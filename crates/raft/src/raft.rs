@@ -23,7 +23,7 @@ use crate::log::RaftLog;
 use crate::progress::{Progress, ProgressState};
 use crate::rng::SeededRng;
 use crate::snapshot::{
-    Incoming, IncomingChunk, SnapshotError, SnapshotMeta, SnapshotProgress, SNAPSHOT_CHUNK_BYTES_LIMIT,
+    Incoming, IncomingChunk, SnapshotError, SnapshotMeta, SnapshotProgress, TransferTick, SNAPSHOT_CHUNK_BYTES_LIMIT,
 };
 use crate::storage::{Storage, StorageError};
 use crate::types::{
@@ -89,6 +89,8 @@ pub struct Stats {
     pub snapshot_chunks_sent: u64,
     /// Snapshots this node installed from a leader.
     pub snapshots_installed: u64,
+    /// Transfers given up because the follower stopped answering.
+    pub snapshots_abandoned: u64,
     /// Committed configuration changes that did not fit the configuration
     /// they were applied to (left without effect on every node alike).
     pub conf_changes_ignored: u64,
@@ -222,6 +224,16 @@ impl<S: Storage> Raft<S> {
             return Err(ConfigError::CompactedWithoutSnapshot {
                 first_index: log.first_index(),
             });
+        }
+        if let Some(snapshot) = &snapshot {
+            let covered = snapshot.index + 1 >= log.first_index() && snapshot.index <= log.last_index();
+            if covered && log.term(snapshot.index) != Some(snapshot.term) {
+                return Err(ConfigError::SnapshotDisagreesWithLog {
+                    index: snapshot.index,
+                    snapshot_term: snapshot.term,
+                    log_term: log.term(snapshot.index).unwrap_or(0),
+                });
+            }
         }
         let (base_index, base) = match snapshot {
             Some(snapshot) => {
@@ -484,7 +496,11 @@ impl<S: Storage> Raft<S> {
     /// after it to catch up, however long the transfer takes). Returns
     /// `first_index - 1` when nothing more may go.
     pub fn compact_index(&self) -> Index {
-        let compacted = self.log.first_index() - 1;
+        let compacted = self.log.storage().first_index() - 1;
+        if self.log.has_restored_snapshot() {
+            // An install is on its way to storage: nothing to compact now.
+            return compacted;
+        }
         let Some(snapshot) = self.log.storage().snapshot() else {
             return compacted;
         };
@@ -646,15 +662,24 @@ impl<S: Storage> Raft<S> {
         }
         // Snapshot chunks unacknowledged for half an election timeout were
         // lost: resend from the last acknowledged offset.
+        // A follower silent through several retries is gone: the transfer
+        // is given up so it stops pinning its snapshot and the log.
         let retry_ticks = (self.config.election_ticks / 2).max(1);
         for at in 0..self.progress.len() {
-            let stalled = self.progress[at]
+            let tick = self.progress[at]
                 .snapshot
                 .as_mut()
-                .is_some_and(|outgoing| outgoing.on_tick(retry_ticks));
-            if stalled {
-                let to = self.progress[at].id;
-                self.send_snapshot_chunks(to);
+                .map_or(TransferTick::Wait, |outgoing| outgoing.on_tick(retry_ticks));
+            match tick {
+                TransferTick::Wait => {}
+                TransferTick::Resend => {
+                    let to = self.progress[at].id;
+                    self.send_snapshot_chunks(to);
+                }
+                TransferTick::GiveUp => {
+                    self.progress[at].become_probe();
+                    self.stats.snapshots_abandoned += 1;
+                }
             }
         }
     }
@@ -1185,6 +1210,9 @@ impl<S: Storage> Raft<S> {
             MessageBody::InstallSnapshot { meta, offset, data, .. } => {
                 if meta.index == 0 || meta.term == 0 {
                     return Err(RejectReason::Malformed("snapshot at index or term 0"));
+                }
+                if meta.index == Index::MAX {
+                    return Err(RejectReason::Malformed("snapshot index leaves no room for a log"));
                 }
                 if meta.term > m.term {
                     return Err(RejectReason::Malformed("snapshot term above message term"));

@@ -20,6 +20,23 @@ use crate::types::{Index, NodeId, Term};
 /// `Config::snapshot_chunk_bytes` (nodes may be configured differently).
 pub const SNAPSHOT_CHUNK_BYTES_LIMIT: u64 = 64 << 20;
 
+/// Retries without any acknowledgement after which a leader gives up a
+/// transfer (the follower is gone); it starts over, from the newest
+/// snapshot, once the follower answers again. Until then the transfer
+/// pins its snapshot and the log after it (`Raft::compact_index`).
+pub const SNAPSHOT_RETRIES_MAX: u32 = 3;
+
+/// What a leader tick means for a transfer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransferTick {
+    Wait,
+    /// Nothing was acknowledged for the retry timeout: resend from the
+    /// acknowledged offset.
+    Resend,
+    /// Retried `SNAPSHOT_RETRIES_MAX` times in vain: abandon it.
+    GiveUp,
+}
+
 /// What a snapshot stands for: the state after applying every entry up to
 /// `index`, whose term was `term`, with `configuration` in force there.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -45,9 +62,9 @@ pub struct IncomingChunk {
     /// Identity of the snapshot the chunk belongs to.
     pub index: Index,
     pub term: Term,
-    /// Where `data` goes. Offset 0 starts a new pending snapshot: any
-    /// partial one is discarded. Other offsets always continue the pending
-    /// snapshot with the same index and term exactly at its end.
+    /// Where `data` goes. Offset 0 starts (or restarts) the pending
+    /// snapshot with this index and term; other offsets always continue it
+    /// exactly at its end (`LogStore::write_snapshot_chunk`).
     pub offset: u64,
     pub data: Bytes,
 }
@@ -97,6 +114,8 @@ pub struct Outgoing {
     /// The offset sending last went back to after a gap reply: further gap
     /// replies for it (one per chunk in flight) are not news.
     pub rewound_to: Option<u64>,
+    /// Retry timeouts in a row without an acknowledgement.
+    pub retries: u32,
 }
 
 impl Outgoing {
@@ -108,6 +127,7 @@ impl Outgoing {
             total: None,
             idle_ticks: 0,
             rewound_to: None,
+            retries: 0,
         }
     }
 
@@ -129,6 +149,7 @@ impl Outgoing {
             self.sent = self.sent.max(offset);
             self.rewound_to = None;
             self.idle_ticks = 0;
+            self.retries = 0;
             return true;
         }
         if offset < self.sent && self.rewound_to != Some(offset) {
@@ -142,19 +163,25 @@ impl Outgoing {
         false
     }
 
-    /// One leader tick. Returns whether the bytes in flight have gone
-    /// unacknowledged for `retry_ticks`, in which case sending resumes from
-    /// `acked` (a lost last chunk, or a whole lost window, sends no gap
-    /// reply).
-    pub fn on_tick(&mut self, retry_ticks: u64) -> bool {
+    /// One leader tick. After `retry_ticks` without an acknowledgement
+    /// while bytes are in flight or the install is awaited (a lost last
+    /// chunk, a lost install acknowledgement or a whole lost window send
+    /// no gap reply), sending resumes from `acked`; after
+    /// `SNAPSHOT_RETRIES_MAX` such retries the transfer is given up.
+    pub fn on_tick(&mut self, retry_ticks: u64) -> TransferTick {
         self.idle_ticks += 1;
-        if self.in_flight() == 0 || self.idle_ticks < retry_ticks {
-            return false;
+        let waiting = self.in_flight() > 0 || self.all_sent();
+        if !waiting || self.idle_ticks < retry_ticks {
+            return TransferTick::Wait;
         }
         self.idle_ticks = 0;
+        self.retries += 1;
+        if self.retries > SNAPSHOT_RETRIES_MAX {
+            return TransferTick::GiveUp;
+        }
         self.sent = self.acked;
         self.rewound_to = None;
-        true
+        TransferTick::Resend
     }
 }
 
@@ -202,10 +229,28 @@ mod tests {
         outgoing.sent = 40;
         outgoing.on_tick(3);
         outgoing.on_ack(20);
-        assert!(!outgoing.on_tick(3), "progress resets the timer");
-        assert!(!outgoing.on_tick(3));
-        assert!(outgoing.on_tick(3), "three silent ticks");
+        assert_eq!(outgoing.on_tick(3), TransferTick::Wait, "progress resets the timer");
+        assert_eq!(outgoing.on_tick(3), TransferTick::Wait);
+        assert_eq!(outgoing.on_tick(3), TransferTick::Resend, "three silent ticks");
         assert_eq!(outgoing.sent, 20);
-        assert!(!outgoing.on_tick(1), "nothing in flight after the rewind");
+        assert_eq!(
+            outgoing.on_tick(1),
+            TransferTick::Wait,
+            "nothing in flight after the rewind"
+        );
+    }
+
+    #[test]
+    fn an_awaited_install_is_retried_and_a_silent_follower_given_up() {
+        let mut outgoing = Outgoing::new(SnapshotMeta::default());
+        outgoing.total = Some(0);
+        for _ in 0..SNAPSHOT_RETRIES_MAX {
+            assert_eq!(
+                outgoing.on_tick(1),
+                TransferTick::Resend,
+                "an empty snapshot awaits its install"
+            );
+        }
+        assert_eq!(outgoing.on_tick(1), TransferTick::GiveUp);
     }
 }

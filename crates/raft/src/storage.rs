@@ -27,6 +27,9 @@ pub enum StorageError {
     /// else holds.
     #[error("cannot compact to {index}: the stored snapshot only covers up to {snapshot_index}")]
     BeyondSnapshot { index: Index, snapshot_index: Index },
+    /// A snapshot to save or install is not newer than the stored one.
+    #[error("snapshot at index {index} is not newer than the stored snapshot at {stored_index}")]
+    SnapshotNotNewer { index: Index, stored_index: Index },
     /// A snapshot chunk does not continue the pending snapshot.
     #[error("snapshot chunk at offset {offset} does not continue the pending snapshot ({pending} bytes)")]
     ChunkOutOfOrder { offset: u64, pending: u64 },
@@ -111,7 +114,10 @@ pub trait LogStore: Storage {
     fn compact_to(&mut self, index: Index) -> Result<(), StorageError>;
 
     /// Writes snapshot data at `offset` of the pending snapshot `(index,
-    /// term)`. Offset 0 starts a new pending snapshot, discarding any other.
+    /// term)`. Offset 0 starts (or restarts) that pending snapshot; pending
+    /// snapshots of other indexes are kept (the application's own snapshot
+    /// and one received from the leader may be written at the same time)
+    /// until a snapshot at or above their index is saved or installed.
     /// Durable after `sync`.
     ///
     /// # Errors
@@ -119,12 +125,14 @@ pub trait LogStore: Storage {
     /// exactly at its end; `Io`.
     fn write_snapshot_chunk(&mut self, index: Index, term: Term, offset: u64, data: &[u8]) -> Result<(), StorageError>;
 
-    /// Makes the pending snapshot `(meta.index, meta.term)` the stored one
-    /// (older ones may be removed); the log is untouched. This is how the
-    /// application records a snapshot of its own state machine.
+    /// Makes the pending snapshot `(meta.index, meta.term)` the stored one;
+    /// the snapshot it replaces is kept until `retain_snapshots` releases
+    /// it. The log is untouched. This is how the application records a
+    /// snapshot of its own state machine.
     ///
     /// # Errors
-    /// `SnapshotUnavailable` when no such snapshot is pending; `Io`.
+    /// `SnapshotUnavailable` when no such snapshot is pending,
+    /// `SnapshotNotNewer` unless it is newer than the stored one; `Io`.
     fn save_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError>;
 
     /// Removes every snapshot except the stored (newest) one and those at
@@ -168,8 +176,8 @@ pub struct MemStorage {
     snapshot: Option<(SnapshotMeta, Bytes)>,
     /// Older snapshots not yet released (`retain_snapshots`).
     older: Vec<(SnapshotMeta, Bytes)>,
-    /// A snapshot being written: `(index, term, data so far)`.
-    pending: Option<(Index, Term, Vec<u8>)>,
+    /// Snapshots being written: `(index, term, data so far)`.
+    pending: Vec<(Index, Term, Vec<u8>)>,
 }
 
 impl MemStorage {
@@ -302,16 +310,24 @@ impl MemStorage {
     }
 
     fn promote_pending(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
-        match self.pending.take() {
-            Some((index, term, data)) if index == meta.index && term == meta.term => {
-                self.replace_snapshot(meta.clone(), Bytes::from(data));
-                Ok(())
-            }
-            other => {
-                self.pending = other;
-                Err(StorageError::SnapshotUnavailable { index: meta.index })
-            }
+        let stored_index = self.snapshot.as_ref().map_or(0, |(stored, _)| stored.index);
+        if meta.index <= stored_index {
+            return Err(StorageError::SnapshotNotNewer {
+                index: meta.index,
+                stored_index,
+            });
         }
+        let Some(at) = self
+            .pending
+            .iter()
+            .position(|(index, term, _)| *index == meta.index && *term == meta.term)
+        else {
+            return Err(StorageError::SnapshotUnavailable { index: meta.index });
+        };
+        let (_, _, data) = self.pending.swap_remove(at);
+        self.pending.retain(|(index, _, _)| *index > meta.index);
+        self.replace_snapshot(meta.clone(), Bytes::from(data));
+        Ok(())
     }
 }
 
@@ -329,7 +345,7 @@ impl Storage for MemStorage {
     }
 
     fn term(&self, index: Index) -> Result<Term, StorageError> {
-        if index + 1 == self.offset {
+        if index.checked_add(1) == Some(self.offset) {
             return Ok(self.compacted_term);
         }
         if index < self.offset {
@@ -404,22 +420,22 @@ impl LogStore for MemStorage {
     }
 
     fn write_snapshot_chunk(&mut self, index: Index, term: Term, offset: u64, data: &[u8]) -> Result<(), StorageError> {
-        if offset == 0 {
-            self.pending = Some((index, term, data.to_vec()));
-            return Ok(());
-        }
-        match &mut self.pending {
-            Some((pending_index, pending_term, pending))
-                if *pending_index == index && *pending_term == term && pending.len() as u64 == offset =>
-            {
-                pending.extend_from_slice(data);
-                Ok(())
+        let slot = self
+            .pending
+            .iter()
+            .position(|(pending_index, pending_term, _)| *pending_index == index && *pending_term == term);
+        match (slot, offset) {
+            (Some(at), 0) => self.pending[at].2 = data.to_vec(),
+            (None, 0) => self.pending.push((index, term, data.to_vec())),
+            (Some(at), _) if self.pending[at].2.len() as u64 == offset => self.pending[at].2.extend_from_slice(data),
+            (slot, _) => {
+                return Err(StorageError::ChunkOutOfOrder {
+                    offset,
+                    pending: slot.map_or(0, |at| self.pending[at].2.len() as u64),
+                })
             }
-            pending => Err(StorageError::ChunkOutOfOrder {
-                offset,
-                pending: pending.as_ref().map_or(0, |(_, _, data)| data.len() as u64),
-            }),
         }
+        Ok(())
     }
 
     fn save_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {

@@ -245,16 +245,25 @@ fn out_of_order_snapshot_chunks_are_refused<S: LogStore>(store: &mut S) {
     store.write_snapshot_chunk(5, 1, 3, b"def").expect("next chunk");
     store
         .write_snapshot_chunk(7, 2, 0, b"new")
-        .expect("offset 0 starts over");
+        .expect("another snapshot is written beside it");
+    store
+        .write_snapshot_chunk(5, 1, 6, b"ghi")
+        .expect("the first one continues");
+    store
+        .write_snapshot_chunk(7, 2, 0, b"again")
+        .expect("offset 0 restarts that snapshot only");
+    store.save_snapshot(&meta(5, 1)).expect("save");
+    assert_eq!(read_snapshot(store, 5, 2), b"abcdefghi".to_vec());
+    store.save_snapshot(&meta(7, 2)).expect("save the newer one");
+    assert_eq!(read_snapshot(store, 7, 2), b"again".to_vec());
+    write_snapshot(store, 6, 2, b"older");
     assert!(
         matches!(
-            store.save_snapshot(&meta(5, 1)),
-            Err(StorageError::SnapshotUnavailable { .. })
+            store.save_snapshot(&meta(6, 2)),
+            Err(StorageError::SnapshotNotNewer { .. })
         ),
-        "the discarded pending snapshot cannot be saved"
+        "the stored snapshot never goes back"
     );
-    store.save_snapshot(&meta(7, 2)).expect("save");
-    assert_eq!(read_snapshot(store, 7, 2), b"new".to_vec());
 }
 
 fn snapshots_in_use_are_retained_until_released<S: LogStore>(store: &mut S) {

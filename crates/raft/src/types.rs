@@ -205,7 +205,9 @@ pub struct ReadState {
 ///    (they overwrite any stored suffix starting at `entries[0].index`) and
 ///    `hard_state`; then call `Raft::on_persisted(seq)` — readies are
 ///    persisted in `seq` order. Once an installed snapshot is durable,
-///    restore the state machine from it before applying later entries;
+///    restore the state machine from it: after applying every committed
+///    entry handed out in earlier readies (they precede the snapshot), and
+///    before applying any handed out later;
 /// 2. send `messages` at any time (they never depend on unpersisted state:
 ///    messages that do are held by the core until `on_persisted`);
 /// 3. apply `committed_entries` in order (they are always locally durable,

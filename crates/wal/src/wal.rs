@@ -106,7 +106,9 @@ pub struct Wal<FS: FileSystem> {
     snapshot: Option<SnapshotRecord>,
     /// Replaced snapshots still kept for transfers (`retain_snapshots`).
     older_snapshots: Vec<SnapshotRecord>,
-    pending: Option<PendingSnapshot<FS::File>>,
+    /// Snapshots being written (the node's own and one from a leader may
+    /// be written at the same time).
+    pending: Vec<PendingSnapshot<FS::File>>,
     /// Set by the first I/O error: the WAL refuses all further writes.
     failed: Option<String>,
 }
@@ -124,6 +126,9 @@ struct Recovered {
     /// are missing until a later `Compact` or `Reset` record accounts for
     /// them; if none does, the log is damaged.
     gap: Option<Index>,
+    /// The compaction point recorded by a header, `Compact` or `Reset`
+    /// record (while `gap` is set, `compacted_index` is only inferred).
+    known_compacted: Index,
 }
 
 impl Recovered {
@@ -233,7 +238,7 @@ impl<FS: FileSystem> Wal<FS> {
             cache_bytes: 0,
             snapshot: recovered.snapshot,
             older_snapshots: Vec::new(),
-            pending: None,
+            pending: Vec::new(),
             failed: None,
         };
         wal.open_snapshot_files()?;
@@ -375,9 +380,15 @@ impl<FS: FileSystem> Wal<FS> {
                     let what = format!("writing {}", active.path.display());
                     return Err(self.fail(&what, error));
                 }
-                active.dirty = true;
                 self.buffer.clear();
             }
+            // The finished segment is durable before anything reaches the
+            // next one, so a crash can only ever lose a suffix of the log.
+            if let Err(error) = active.file.sync_data() {
+                let what = format!("fdatasync of {}", active.path.display());
+                return Err(self.fail(&what, error));
+            }
+            active.dirty = false;
         }
         let path = self.wal_dir.join(segment_name(seq));
         let file = match self.fs.open(&path, true) {
@@ -474,17 +485,25 @@ impl<FS: FileSystem> Wal<FS> {
     }
 
     /// Makes the pending snapshot `(meta.index, meta.term)` complete and
-    /// durable under its final name, and records it.
+    /// durable under its final name, and records it. Pending snapshots at
+    /// or below it are dropped.
     fn promote_pending(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
         self.check_usable()?;
-        let matches = self
-            .pending
-            .as_ref()
-            .is_some_and(|pending| pending.index == meta.index && pending.term == meta.term);
-        if !matches {
-            return Err(StorageError::SnapshotUnavailable { index: meta.index });
+        let stored_index = self.snapshot.as_ref().map_or(0, |snapshot| snapshot.meta.index);
+        if meta.index <= stored_index {
+            return Err(StorageError::SnapshotNotNewer {
+                index: meta.index,
+                stored_index,
+            });
         }
-        let pending = self.pending.take().expect("checked above");
+        let Some(at) = self
+            .pending
+            .iter()
+            .position(|pending| pending.index == meta.index && pending.term == meta.term)
+        else {
+            return Err(StorageError::SnapshotUnavailable { index: meta.index });
+        };
+        let pending = self.pending.swap_remove(at);
         let final_path = self.snap_dir.join(snapshot_name(meta.index, meta.term));
         if let Err(error) = pending.file.sync_data() {
             return Err(self.fail(&format!("syncing {}", pending.path.display()), error));
@@ -492,6 +511,16 @@ impl<FS: FileSystem> Wal<FS> {
         drop(pending.file);
         if let Err(error) = self.fs.rename(&pending.path, &final_path) {
             return Err(self.fail(&format!("renaming {}", pending.path.display()), error));
+        }
+        let (stale, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|other| other.index <= meta.index);
+        self.pending = kept;
+        for other in stale {
+            drop(other.file);
+            if let Err(error) = self.fs.remove_file(&other.path) {
+                return Err(self.fail(&format!("removing {}", other.path.display()), error));
+            }
         }
         if let Err(error) = self.fs.sync_dir(&self.snap_dir) {
             return Err(self.fail(&format!("syncing {}", self.snap_dir.display()), error));
@@ -503,9 +532,7 @@ impl<FS: FileSystem> Wal<FS> {
         };
         self.append_record(&Record::Snapshot(record.clone()))?;
         if let Some(previous) = self.snapshot.replace(record) {
-            if previous.meta.index != meta.index {
-                self.older_snapshots.push(previous);
-            }
+            self.older_snapshots.push(previous);
         }
         Ok(())
     }
@@ -603,6 +630,7 @@ fn apply_record(record: Record, pos: usize, seq: u64, first: bool, recovered: &m
             if first {
                 recovered.hard_state = hard_state;
                 recovered.compacted_index = compacted_index;
+                recovered.known_compacted = compacted_index;
                 recovered.compacted_term = compacted_term;
                 recovered.snapshot = snapshot;
             }
@@ -610,14 +638,25 @@ fn apply_record(record: Record, pos: usize, seq: u64, first: bool, recovered: &m
         Record::Entry(_) => unreachable!("entries are handled by position"),
         Record::HardState(hard_state) => recovered.hard_state = hard_state,
         Record::Truncate { from } => {
-            if from <= recovered.compacted_index {
+            if from <= recovered.known_compacted {
                 return Err(format!("truncation from {from} reaches compacted entries"));
             }
-            let keep = (from - recovered.compacted_index - 1) as usize;
-            recovered.locations.truncate(keep);
+            if from <= recovered.compacted_index {
+                // Into the gap left by deleted segments: the entries it
+                // drops were there; a later compaction accounts for them.
+                recovered.locations.clear();
+                recovered.compacted_index = from - 1;
+                recovered.gap = Some(from - 1);
+            } else {
+                let keep = (from - recovered.compacted_index - 1) as usize;
+                recovered.locations.truncate(keep);
+            }
         }
         Record::Compact { index, term } => {
             let drop = index.saturating_sub(recovered.compacted_index) as usize;
+            // With no entry seen yet, the compacted entries were all in
+            // segments deleted after this record became durable.
+            let drop = if recovered.locations.is_empty() { 0 } else { drop };
             if drop > recovered.locations.len() {
                 return Err(format!(
                     "compaction to {index} beyond the log ({})",
@@ -626,6 +665,7 @@ fn apply_record(record: Record, pos: usize, seq: u64, first: bool, recovered: &m
             }
             recovered.locations.drain(..drop);
             recovered.compacted_index = recovered.compacted_index.max(index);
+            recovered.known_compacted = index;
             recovered.compacted_term = term;
             if recovered.gap.is_some_and(|gap| index >= gap) {
                 recovered.gap = None;
@@ -634,6 +674,7 @@ fn apply_record(record: Record, pos: usize, seq: u64, first: bool, recovered: &m
         Record::Snapshot(snapshot) => recovered.snapshot = Some(snapshot),
         Record::Reset { index, term } => {
             recovered.gap = None;
+            recovered.known_compacted = index;
             recovered.locations.clear();
             recovered.compacted_index = index;
             recovered.compacted_term = term;
@@ -829,41 +870,51 @@ impl<FS: FileSystem> LogStore for Wal<FS> {
 
     fn write_snapshot_chunk(&mut self, index: Index, term: Term, offset: u64, data: &[u8]) -> Result<(), StorageError> {
         self.check_usable()?;
-        if offset == 0 {
-            if let Some(old) = self.pending.take() {
-                drop(old.file);
-                if let Err(error) = self.fs.remove_file(&old.path) {
-                    return Err(self.fail(&format!("removing {}", old.path.display()), error));
+        let slot = self
+            .pending
+            .iter()
+            .position(|pending| pending.index == index && pending.term == term);
+        let at = match (slot, offset) {
+            (Some(at), 0) => {
+                let pending = &mut self.pending[at];
+                if let Err(error) = pending.file.set_len(0) {
+                    let what = format!("truncating {}", pending.path.display());
+                    return Err(self.fail(&what, error));
                 }
+                pending.len = 0;
+                pending.crc = 0;
+                at
             }
-            let path = self.snap_dir.join(partial_name(index, term));
-            let file = match self
-                .fs
-                .open(&path, true)
-                .and_then(|file| file.set_len(0).map(|()| file))
-            {
-                Ok(file) => file,
-                Err(error) => return Err(self.fail(&format!("creating {}", path.display()), error)),
-            };
-            self.pending = Some(PendingSnapshot {
-                index,
-                term,
-                path,
-                file,
-                len: 0,
-                crc: 0,
-                dirty: false,
-            });
-        }
-        let pending = match self.pending.as_mut() {
-            Some(pending) if pending.index == index && pending.term == term && pending.len == offset => pending,
-            pending => {
+            (None, 0) => {
+                let path = self.snap_dir.join(partial_name(index, term));
+                let file = match self
+                    .fs
+                    .open(&path, true)
+                    .and_then(|file| file.set_len(0).map(|()| file))
+                {
+                    Ok(file) => file,
+                    Err(error) => return Err(self.fail(&format!("creating {}", path.display()), error)),
+                };
+                self.pending.push(PendingSnapshot {
+                    index,
+                    term,
+                    path,
+                    file,
+                    len: 0,
+                    crc: 0,
+                    dirty: false,
+                });
+                self.pending.len() - 1
+            }
+            (Some(at), _) if self.pending[at].len == offset => at,
+            (slot, _) => {
                 return Err(StorageError::ChunkOutOfOrder {
                     offset,
-                    pending: pending.as_ref().map_or(0, |pending| pending.len),
+                    pending: slot.map_or(0, |at| self.pending[at].len),
                 })
             }
         };
+        let pending = &mut self.pending[at];
         if let Err(error) = pending.file.write_at(data, pending.len) {
             let what = format!("writing {}", pending.path.display());
             return Err(self.fail(&what, error));
@@ -937,12 +988,15 @@ impl<FS: FileSystem> LogStore for Wal<FS> {
             }
             self.segments[at].dirty = false;
         }
-        if let Some(pending) = self.pending.as_mut().filter(|pending| pending.dirty) {
-            if let Err(error) = pending.file.sync_data() {
-                let what = format!("fdatasync of {}", pending.path.display());
+        for at in 0..self.pending.len() {
+            if !self.pending[at].dirty {
+                continue;
+            }
+            if let Err(error) = self.pending[at].file.sync_data() {
+                let what = format!("fdatasync of {}", self.pending[at].path.display());
                 return Err(self.fail(&what, error));
             }
-            pending.dirty = false;
+            self.pending[at].dirty = false;
         }
         if self.wal_dir_dirty {
             if let Err(error) = self.fs.sync_dir(&self.wal_dir) {
