@@ -75,6 +75,10 @@ impl<S: Storage> RaftLog<S> {
         &mut self.storage
     }
 
+    pub fn into_storage(self) -> S {
+        self.storage
+    }
+
     pub fn first_index(&self) -> Index {
         match &self.snapshot {
             Some(snapshot) => snapshot.index + 1,

@@ -415,6 +415,11 @@ impl<S: Storage> Raft<S> {
         self.log.storage_mut()
     }
 
+    /// Gives the storage back (the node stops).
+    pub fn into_storage(self) -> S {
+        self.log.into_storage()
+    }
+
     pub fn hard_state(&self) -> HardState {
         HardState {
             term: self.term,

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod catch_up;
 pub mod checker;
 pub mod network;
+pub mod node_storage;
 pub mod simulation;
 
 pub use simulation::{run_seed, SimConfig, SimFailure, SimReport, Simulation};

@@ -7,8 +7,8 @@ use raftwerk_sim::{bench, catch_up, run_seed, SimConfig};
 
 const USAGE: &str = "\
 usage:
-  raftwerk-sim run   --seed S [--nodes N] [--steps K] [--lease MARGIN] [--drift PER_MILLE] [--membership] [--no-faults] [--no-snapshots] [--trace]
-  raftwerk-sim soak  [--nodes N] [--seeds FIRST..END] [--steps K] [--lease MARGIN] [--drift PER_MILLE] [--membership]
+  raftwerk-sim run   --seed S [--nodes N] [--steps K] [--lease MARGIN] [--drift PER_MILLE] [--membership] [--no-faults] [--no-snapshots] [--wal] [--trace]
+  raftwerk-sim soak  [--nodes N] [--seeds FIRST..END] [--steps K] [--lease MARGIN] [--drift PER_MILLE] [--membership] [--no-snapshots] [--wal]
   raftwerk-sim bench [--quick]
   raftwerk-sim catch-up [--snapshot-mib M] [--entries N]
 
@@ -23,6 +23,8 @@ usage:
                       cluster bootstraps with --nodes voters)
   --no-snapshots      nodes never snapshot nor compact (by default they do
                       on a per-seed schedule)
+  --wal               nodes keep their log in the WAL on a simulated disk
+                      (recovery runs at every restart)
   bench  measures the core in process: throughput by batch size and the
          closed-loop client benchmark
   catch-up  time for a new learner to catch up from a snapshot of M MiB
@@ -42,6 +44,7 @@ struct Options {
     snapshot_mib: u64,
     entries: u64,
     snapshots: bool,
+    wal: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -59,6 +62,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         snapshot_mib: 1024,
         entries: 100_000,
         snapshots: true,
+        wal: false,
     };
     let mut iter = args.iter();
     while let Some(flag) = iter.next() {
@@ -94,6 +98,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--entries" => options.entries = number(&value("--entries")?, "--entries")?,
             "--no-faults" => options.faults = false,
             "--no-snapshots" => options.snapshots = false,
+            "--wal" => options.wal = true,
             "--membership" => options.membership = true,
             "--trace" => options.trace = true,
             "--quick" => options.quick = true,
@@ -128,6 +133,7 @@ fn main() -> ExitCode {
         config.clock_drift_per_mille = options.drift;
         config.membership = options.membership;
         config.snapshots = options.snapshots;
+        config.wal = options.wal;
         config
     };
     match command.as_str() {

@@ -14,12 +14,13 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use raftwerk_raft::{
-    ConfChange, ConfChangeOp, Config, Entry, EntryKind, HardState, IncomingChunk, Index, LogStore, MemStorage, Message,
-    NodeId, ProposeError, Raft, ReadMode, ReadState, Role, SeededRng, SnapshotMeta, Storage,
+    ConfChange, ConfChangeOp, Config, Entry, EntryKind, HardState, IncomingChunk, Index, LogStore, Message, NodeId,
+    ProposeError, Raft, ReadMode, ReadState, Role, SeededRng, SnapshotMeta, Storage,
 };
 
 use crate::checker::{mix, state_digest, Checker};
 use crate::network::{Network, NetworkFaults};
+use crate::node_storage::{Disk, NodeStorage};
 
 /// Election timeout in ticks used by simulated nodes.
 pub const ELECTION_TICKS: u64 = 10;
@@ -48,6 +49,9 @@ pub struct SimConfig {
     /// voters and `MEMBERSHIP_SLOTS` node slots exist to add, promote,
     /// demote, remove and replace.
     pub membership: bool,
+    /// Nodes store their log in the WAL over a simulated disk (recovery
+    /// runs at every restart) instead of the in-memory store.
+    pub wal: bool,
     /// Nodes snapshot and compact on a per-seed schedule (off: logs grow
     /// forever, as runs did before snapshots existed).
     pub snapshots: bool,
@@ -67,6 +71,7 @@ impl SimConfig {
             trace: false,
             clock_drift_per_mille: 100,
             membership: false,
+            wal: false,
             snapshots: true,
         }
     }
@@ -80,8 +85,9 @@ impl SimConfig {
         let calm = if self.faults { "" } else { " --no-faults" };
         let membership = if self.membership { " --membership" } else { "" };
         let snapshots = if self.snapshots { "" } else { " --no-snapshots" };
+        let wal = if self.wal { " --wal" } else { "" };
         format!(
-            "cargo run -p raftwerk-sim --release -- run --seed {} --nodes {} --steps {}{lease}{calm}{membership}{snapshots} --drift {} --trace",
+            "cargo run -p raftwerk-sim --release -- run --seed {} --nodes {} --steps {}{lease}{calm}{membership}{snapshots}{wal} --drift {} --trace",
             self.seed, self.nodes, self.steps, self.clock_drift_per_mille
         )
     }
@@ -195,9 +201,11 @@ fn decode_snapshot(data: &[u8]) -> Result<(Index, u64), String> {
 
 struct SimNode {
     id: NodeId,
-    raft: Option<Raft<MemStorage>>,
+    raft: Option<Raft<NodeStorage>>,
     /// Durable storage while the node is down.
-    storage_while_down: Option<MemStorage>,
+    storage_while_down: Option<Disk>,
+    /// The node's simulated disk when it runs on the WAL.
+    fs: Option<raftwerk_wal::SimFs>,
     disk: VecDeque<PendingWrite>,
     restart_at: u64,
     /// State machine: the applied index (the state is the applied prefix)
@@ -219,7 +227,7 @@ struct SimNode {
 
 impl SimNode {
     /// The core if the node is up and not paused.
-    fn active(&mut self, now: u64) -> Option<&mut Raft<MemStorage>> {
+    fn active(&mut self, now: u64) -> Option<&mut Raft<NodeStorage>> {
         if self.paused_until > now {
             return None;
         }
@@ -320,12 +328,14 @@ impl Simulation {
         let nodes = slots
             .iter()
             .map(|&id| {
-                let raft = Raft::new(node_config(&config, id, &voters, 0), MemStorage::new())
-                    .expect("simulated node config is valid");
+                let (storage, fs) = NodeStorage::new(config.wal);
+                let raft =
+                    Raft::new(node_config(&config, id, &voters, 0), storage).expect("simulated node config is valid");
                 SimNode {
                     id,
                     raft: Some(raft),
                     storage_while_down: None,
+                    fs,
                     disk: VecDeque::new(),
                     restart_at: 0,
                     applied: 0,
@@ -490,8 +500,10 @@ impl Simulation {
                 .snapshot_meta(applied)
                 .map_err(|error| format!("node {id}: snapshot at applied index {applied}: {error}"))?;
             let data = encode_snapshot(applied, digest, self.snapshot_policy.filler_bytes);
-            raft.storage_mut()
-                .create_snapshot(meta.clone(), data)
+            let storage = raft.storage_mut();
+            storage
+                .write_snapshot_chunk(meta.index, meta.term, 0, &data)
+                .and_then(|()| storage.save_snapshot(&meta))
                 .map_err(|error| format!("node {id}: storing snapshot: {error}"))?;
             let in_use = raft.snapshots_in_use();
             raft.storage_mut()
@@ -500,7 +512,7 @@ impl Simulation {
             let compact_index = raft.compact_index();
             if compact_index >= raft.storage().first_index() {
                 raft.storage_mut()
-                    .compact(compact_index)
+                    .compact_to(compact_index)
                     .map_err(|error| format!("node {id}: compacting to {compact_index}: {error}"))?;
             }
             self.checker.check_snapshot(id, meta.index, meta.term, digest)?;
@@ -674,7 +686,7 @@ impl Simulation {
     fn crash(&mut self, position: usize, restart_at: u64) {
         let node = &mut self.nodes[position];
         let raft = node.raft.take().expect("crashing a live node");
-        node.storage_while_down = Some(raft.storage().clone());
+        node.storage_while_down = Some(raft.into_storage().crash(node.fs.as_ref()));
         node.disk.clear();
         node.paused_until = 0;
         node.ticks_missed = 0;
@@ -709,15 +721,22 @@ impl Simulation {
     fn restart(&mut self, position: usize) -> Result<(), String> {
         let voters: Vec<NodeId> = (1..=self.config.nodes as NodeId).collect();
         let node = &mut self.nodes[position];
-        let storage = node.storage_while_down.take().expect("a down node keeps its storage");
+        let storage = node
+            .storage_while_down
+            .take()
+            .expect("a down node keeps its storage")
+            .recover()?;
         node.restarts += 1;
         let seed = self.config.seed ^ mix(node.id) ^ node.restarts;
         // A durable state machine (as the server's redb one) restarts where
         // it stopped, possibly above the stored commit index.
-        if let (Some(meta), Some(data)) = (storage.snapshot(), storage.snapshot_data()) {
+        if let Some(meta) = storage.snapshot() {
             if node.applied < meta.index {
                 // Restore the state machine from the stored snapshot.
-                let (index, digest) = decode_snapshot(data)?;
+                let data = storage
+                    .snapshot_data(meta.index)
+                    .map_err(|error| format!("node {}: reading the stored snapshot: {error}", node.id))?;
+                let (index, digest) = decode_snapshot(&data)?;
                 if index != meta.index {
                     return Err(format!(
                         "node {}: snapshot data at {index} stored as {}",
@@ -925,8 +944,10 @@ impl Simulation {
                     storage
                         .install_snapshot(meta)
                         .map_err(|error| format!("node {}: snapshot install refused: {error}", node.id))?;
-                    let data = storage.snapshot_data().expect("just installed");
-                    let (index, digest) = decode_snapshot(data)?;
+                    let data = storage
+                        .snapshot_data(meta.index)
+                        .map_err(|error| format!("node {}: reading the installed snapshot: {error}", node.id))?;
+                    let (index, digest) = decode_snapshot(&data)?;
                     if index != meta.index {
                         return Err(format!(
                             "node {}: snapshot data at {index} installed as {}",
@@ -942,10 +963,15 @@ impl Simulation {
                     self.snapshots_installed += 1;
                 }
                 let storage = raft.storage_mut();
-                storage.append(&write.entries);
-                if let Some(hard_state) = write.hard_state {
-                    storage.set_hard_state(hard_state);
-                }
+                let written = storage
+                    .append_entries(&write.entries)
+                    .and_then(|()| match write.hard_state {
+                        Some(hard_state) => storage.save_hard_state(hard_state),
+                        None => Ok(()),
+                    });
+                written
+                    .and_then(|()| storage.sync())
+                    .map_err(|error| format!("node {}: storage write failed: {error}", node.id))?;
                 self.checker.on_durable(node.id, &write.entries)?;
                 last_seq = Some(write.seq);
             }
@@ -1195,7 +1221,7 @@ impl Simulation {
 /// the moment it votes for itself, before that vote is written; if it
 /// crashes first, that leadership never happened for anyone else (no
 /// message left it) and the term may be won again.
-fn is_durable_leader(raft: &Raft<MemStorage>) -> bool {
+fn is_durable_leader(raft: &Raft<NodeStorage>) -> bool {
     let durable = raft.storage().hard_state();
     raft.role() == Role::Leader && durable.term == raft.term() && durable.vote == raft.id()
 }

@@ -85,6 +85,23 @@ fn membership_changes_with_lease_reads_stay_linearizable() {
     run_seeds_with(3, 2000..2200, ReadMode::Lease { drift_margin_ticks: 2 }, true);
 }
 
+/// Nodes on the real WAL over a simulated disk: every restart runs its
+/// recovery, and snapshots, compaction and installs go through its files.
+#[test]
+fn nodes_on_the_wal_stay_safe_and_live_under_crashes() {
+    for seed in 0..150 {
+        let mut config = SimConfig::new(seed, 3, STEPS);
+        config.wal = true;
+        run_or_panic(config);
+    }
+    for seed in 0..100 {
+        let mut config = SimConfig::new(seed, 3, STEPS);
+        config.wal = true;
+        config.membership = true;
+        run_or_panic(config);
+    }
+}
+
 #[test]
 fn same_seed_replays_the_same_run() {
     let first = run_or_panic(SimConfig::new(42, 5, STEPS));
@@ -194,4 +211,14 @@ fn regression_nodes_with_a_lagging_configuration_still_vote() {
 #[test]
 fn regression_a_transfer_outlives_newer_snapshots() {
     run_or_panic(SimConfig::new(197, 3, STEPS));
+}
+
+/// On the WAL: a snapshot file was released before the record of the
+/// snapshot replacing it was durable, and a crash left a recorded snapshot
+/// without its file (recovery refused to start).
+#[test]
+fn regression_wal_keeps_a_recorded_snapshot_file_across_crashes() {
+    let mut config = SimConfig::new(67, 3, STEPS);
+    config.wal = true;
+    run_or_panic(config);
 }

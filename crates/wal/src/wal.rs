@@ -952,6 +952,10 @@ impl<FS: FileSystem> LogStore for Wal<FS> {
         if released.is_empty() {
             return Ok(());
         }
+        // The record of the snapshot that replaced them must be durable
+        // before their files go, or a crash would leave a recorded
+        // snapshot without its file.
+        self.sync()?;
         for snapshot in released {
             let path = self
                 .snap_dir
