@@ -23,12 +23,12 @@ pub const SIM_WAL_OPTIONS: WalOptions = WalOptions {
 /// One node's storage.
 pub enum NodeStorage {
     Mem(MemStorage),
-    Wal(Wal<SimFs>),
+    Wal(Box<Wal<SimFs>>),
 }
 
 /// A node's disk while it is down.
 pub enum Disk {
-    Mem(MemStorage),
+    Mem(Box<MemStorage>),
     Wal(SimFs),
 }
 
@@ -41,7 +41,7 @@ impl NodeStorage {
         if wal {
             let fs = SimFs::new();
             let storage = Wal::open(fs.clone(), Path::new(DATA_DIR), SIM_WAL_OPTIONS).expect("WAL on an empty disk");
-            (NodeStorage::Wal(storage), Some(fs))
+            (NodeStorage::Wal(Box::new(storage)), Some(fs))
         } else {
             (NodeStorage::Mem(MemStorage::new()), None)
         }
@@ -51,7 +51,7 @@ impl NodeStorage {
     /// simulated disk when it runs on the WAL.
     pub fn crash(self, fs: Option<&SimFs>) -> Disk {
         match (self, fs) {
-            (NodeStorage::Mem(storage), _) => Disk::Mem(storage),
+            (NodeStorage::Mem(storage), _) => Disk::Mem(Box::new(storage)),
             (NodeStorage::Wal(wal), Some(fs)) => {
                 drop(wal);
                 fs.crash(None);
@@ -84,9 +84,9 @@ impl Disk {
     /// What the WAL's recovery reports.
     pub fn recover(self) -> Result<NodeStorage, String> {
         match self {
-            Disk::Mem(storage) => Ok(NodeStorage::Mem(storage)),
+            Disk::Mem(storage) => Ok(NodeStorage::Mem(*storage)),
             Disk::Wal(fs) => Wal::open(fs, Path::new(DATA_DIR), SIM_WAL_OPTIONS)
-                .map(NodeStorage::Wal)
+                .map(|wal| NodeStorage::Wal(Box::new(wal)))
                 .map_err(|error| format!("WAL recovery failed: {error}")),
         }
     }
