@@ -22,7 +22,7 @@ pub const SIM_WAL_OPTIONS: WalOptions = WalOptions {
 
 /// One node's storage.
 pub enum NodeStorage {
-    Mem(MemStorage),
+    Mem(Box<MemStorage>),
     Wal(Box<Wal<SimFs>>),
 }
 
@@ -43,7 +43,7 @@ impl NodeStorage {
             let storage = Wal::open(fs.clone(), Path::new(DATA_DIR), SIM_WAL_OPTIONS).expect("WAL on an empty disk");
             (NodeStorage::Wal(Box::new(storage)), Some(fs))
         } else {
-            (NodeStorage::Mem(MemStorage::new()), None)
+            (NodeStorage::Mem(Box::default()), None)
         }
     }
 
@@ -51,7 +51,7 @@ impl NodeStorage {
     /// simulated disk when it runs on the WAL.
     pub fn crash(self, fs: Option<&SimFs>) -> Disk {
         match (self, fs) {
-            (NodeStorage::Mem(storage), _) => Disk::Mem(Box::new(storage)),
+            (NodeStorage::Mem(storage), _) => Disk::Mem(storage),
             (NodeStorage::Wal(wal), Some(fs)) => {
                 drop(wal);
                 fs.crash(None);
@@ -84,7 +84,7 @@ impl Disk {
     /// What the WAL's recovery reports.
     pub fn recover(self) -> Result<NodeStorage, String> {
         match self {
-            Disk::Mem(storage) => Ok(NodeStorage::Mem(*storage)),
+            Disk::Mem(storage) => Ok(NodeStorage::Mem(storage)),
             Disk::Wal(fs) => Wal::open(fs, Path::new(DATA_DIR), SIM_WAL_OPTIONS)
                 .map(|wal| NodeStorage::Wal(Box::new(wal)))
                 .map_err(|error| format!("WAL recovery failed: {error}")),
