@@ -163,7 +163,7 @@ pub trait LogStore: Storage {
 
 /// A durable-by-definition store in memory. Tests treat its contents as what
 /// survives a crash.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct MemStorage {
     hard_state: HardState,
     /// Entries starting at `offset`.
@@ -180,12 +180,24 @@ pub struct MemStorage {
     pending: Vec<(Index, Term, Vec<u8>)>,
 }
 
+impl Default for MemStorage {
+    /// An empty log that starts at index 1.
+    fn default() -> Self {
+        MemStorage {
+            hard_state: HardState::default(),
+            entries: Vec::new(),
+            offset: 1,
+            compacted_term: 0,
+            snapshot: None,
+            older: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+}
+
 impl MemStorage {
     pub fn new() -> Self {
-        MemStorage {
-            offset: 1,
-            ..MemStorage::default()
-        }
+        MemStorage::default()
     }
 
     /// Stores a snapshot of the application's state in one step (the
