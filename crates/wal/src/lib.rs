@@ -17,6 +17,7 @@
 //! fails syncs on demand.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod dump;
 pub mod errors;
 pub mod fs;
