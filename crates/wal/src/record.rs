@@ -92,6 +92,40 @@ impl Record {
     }
 }
 
+/// Appends the framed encoding of an entry record to `buf` without
+/// building a `Record` (the hot path); returns its length.
+pub fn encode_entry(entry: &Entry, buf: &mut Vec<u8>) -> usize {
+    let start = buf.len();
+    buf.reserve(HEADER_BYTES + 17 + entry.data.len());
+    buf.extend_from_slice(&[0; HEADER_BYTES]);
+    put_u64(buf, entry.term);
+    put_u64(buf, entry.index);
+    buf.push(entry_kind_byte(entry.kind));
+    buf.extend_from_slice(&entry.data);
+    seal(buf, start, TYPE_ENTRY)
+}
+
+fn entry_kind_byte(kind: EntryKind) -> u8 {
+    match kind {
+        EntryKind::Normal => 0,
+        EntryKind::Empty => 1,
+        EntryKind::ConfChange => 2,
+    }
+}
+
+/// Fills in the header of the record that starts at `start`.
+fn seal(buf: &mut [u8], start: usize, kind: u8) -> usize {
+    let payload_len = (buf.len() - start - HEADER_BYTES) as u32;
+    let header = &mut buf[start..start + HEADER_BYTES];
+    header[0..2].copy_from_slice(&MAGIC);
+    header[2] = kind;
+    header[3] = 0;
+    header[4..8].copy_from_slice(&payload_len.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&buf[start + 2..start + 8]), &buf[start + HEADER_BYTES..]);
+    buf[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+    buf.len() - start
+}
+
 /// Appends the framed encoding of `record` to `buf`; returns its length.
 pub fn encode(record: &Record, buf: &mut Vec<u8>) -> usize {
     let start = buf.len();
@@ -120,11 +154,7 @@ pub fn encode(record: &Record, buf: &mut Vec<u8>) -> usize {
         Record::Entry(entry) => {
             put_u64(buf, entry.term);
             put_u64(buf, entry.index);
-            buf.push(match entry.kind {
-                EntryKind::Normal => 0,
-                EntryKind::Empty => 1,
-                EntryKind::ConfChange => 2,
-            });
+            buf.push(entry_kind_byte(entry.kind));
             buf.extend_from_slice(&entry.data);
             TYPE_ENTRY
         }
@@ -151,15 +181,7 @@ pub fn encode(record: &Record, buf: &mut Vec<u8>) -> usize {
             TYPE_RESET
         }
     };
-    let payload_len = (buf.len() - start - HEADER_BYTES) as u32;
-    let header = &mut buf[start..start + HEADER_BYTES];
-    header[0..2].copy_from_slice(&MAGIC);
-    header[2] = kind;
-    header[3] = 0;
-    header[4..8].copy_from_slice(&payload_len.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&buf[start + 2..start + 8]), &buf[start + HEADER_BYTES..]);
-    buf[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
-    buf.len() - start
+    seal(buf, start, kind)
 }
 
 /// Checks the frame at the start of `bytes` and returns `(type, payload)`.

@@ -345,8 +345,15 @@ impl<FS: FileSystem> Wal<FS> {
     /// Buffers `record` for the active segment, starting a new segment
     /// first when it would not fit. Returns where it will be.
     fn append_record(&mut self, record: &Record) -> Result<(u64, u64, u32), StorageError> {
+        match record {
+            Record::Entry(entry) => self.append_encoded(|buf| record::encode_entry(entry, buf)),
+            other => self.append_encoded(|buf| record::encode(other, buf)),
+        }
+    }
+
+    fn append_encoded(&mut self, encode: impl FnOnce(&mut Vec<u8>) -> usize) -> Result<(u64, u64, u32), StorageError> {
         let start = self.buffer.len();
-        let len = record::encode(record, &mut self.buffer) as u64;
+        let len = encode(&mut self.buffer) as u64;
         let offset = self.write_pos + start as u64;
         if offset + len > self.options.segment_bytes && !self.active_empty {
             let bytes = self.buffer.split_off(start);
@@ -797,7 +804,7 @@ impl<FS: FileSystem> LogStore for Wal<FS> {
             self.cache_truncate_from(first.index);
         }
         for entry in entries {
-            let (seq, offset, len) = self.append_record(&Record::Entry(entry.clone()))?;
+            let (seq, offset, len) = self.append_encoded(|buf| record::encode_entry(entry, buf))?;
             self.locations.push_back(Location {
                 seq,
                 offset,
