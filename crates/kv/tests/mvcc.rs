@@ -1,0 +1,515 @@
+//! etcd's key-space semantics, rule by rule, on an in-memory store (and the
+//! durable one for restart): revisions, versions, tombstones, historic
+//! reads, compaction, range options, transactions, snapshots.
+
+use raftwerk_kv::*;
+
+struct Node {
+    store: KvStore,
+    index: u64,
+}
+
+impl Node {
+    fn new() -> Self {
+        Node {
+            store: KvStore::in_memory().expect("store"),
+            index: 0,
+        }
+    }
+
+    fn apply(&mut self, command: Command) -> Result<CommandResponse, KvError> {
+        self.index += 1;
+        let mut responses = self.store.apply(&[(self.index, command)]).expect("storage");
+        responses.pop().expect("one response")
+    }
+
+    fn put(&mut self, key: &str, value: &str) -> PutResponse {
+        match self.apply(Command::Put(put(key, value))) {
+            Ok(CommandResponse::Put(response)) => response,
+            other => panic!("put: {other:?}"),
+        }
+    }
+
+    fn delete(&mut self, key: &str, range_end: &str) -> DeleteRangeResponse {
+        match self.apply(Command::DeleteRange(DeleteRangeRequest {
+            key: key.into(),
+            range_end: range_end.into(),
+            prev_kv: true,
+        })) {
+            Ok(CommandResponse::DeleteRange(response)) => response,
+            other => panic!("delete: {other:?}"),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<KeyValue> {
+        self.store.range(&range(key, "")).expect("range").kvs.pop()
+    }
+}
+
+fn put(key: &str, value: &str) -> PutRequest {
+    PutRequest {
+        key: key.into(),
+        value: value.into(),
+        ..PutRequest::default()
+    }
+}
+
+fn range(key: &str, range_end: &str) -> RangeRequest {
+    RangeRequest {
+        key: key.into(),
+        range_end: range_end.into(),
+        ..RangeRequest::default()
+    }
+}
+
+fn keys(response: &RangeResponse) -> Vec<String> {
+    response
+        .kvs
+        .iter()
+        .map(|kv| String::from_utf8(kv.key.clone()).unwrap())
+        .collect()
+}
+
+#[test]
+fn each_write_increases_the_revision_once_and_versions_count_writes() {
+    let mut node = Node::new();
+    assert_eq!(node.put("a", "1").revision, 1);
+    assert_eq!(node.put("a", "2").revision, 2);
+    assert_eq!(node.put("b", "1").revision, 3);
+    let a = node.get("a").unwrap();
+    assert_eq!((a.create_revision, a.mod_revision, a.version), (1, 2, 2));
+    assert_eq!(node.store.revision(), 3);
+}
+
+#[test]
+fn missing_key_is_an_empty_range_not_an_error() {
+    let node = Node::new();
+    let response = node.store.range(&range("nothing", "")).unwrap();
+    assert!(response.kvs.is_empty());
+    assert_eq!(response.count, 0);
+}
+
+#[test]
+fn delete_writes_a_tombstone_and_a_recreated_key_starts_over() {
+    let mut node = Node::new();
+    node.put("a", "1");
+    node.put("a", "2");
+    let deleted = node.delete("a", "");
+    assert_eq!((deleted.deleted, deleted.revision), (1, 3));
+    assert_eq!(deleted.prev_kvs[0].value, b"2");
+    assert!(node.get("a").is_none());
+    node.put("a", "3");
+    let a = node.get("a").unwrap();
+    assert_eq!((a.create_revision, a.mod_revision, a.version), (4, 4, 1));
+    // A delete that deletes nothing does not take a revision.
+    let nothing = node.delete("zzz", "");
+    assert_eq!((nothing.deleted, nothing.revision), (0, 4));
+    assert_eq!(node.store.revision(), 4);
+}
+
+#[test]
+fn reads_at_a_past_revision_see_the_state_then() {
+    let mut node = Node::new();
+    node.put("a", "1");
+    node.put("a", "2");
+    node.delete("a", "");
+    let at = |revision| {
+        node.store
+            .range(&RangeRequest {
+                revision,
+                ..range("a", "")
+            })
+            .unwrap()
+    };
+    assert_eq!(at(1).kvs[0].value, b"1");
+    assert_eq!(at(2).kvs[0].value, b"2");
+    assert!(at(3).kvs.is_empty());
+    assert_eq!(at(1).revision, 3, "the header carries the current revision");
+    assert!(matches!(
+        node.store.range(&RangeRequest {
+            revision: 9,
+            ..range("a", "")
+        }),
+        Err(KvError::FutureRevision { .. })
+    ));
+}
+
+#[test]
+fn compaction_removes_history_below_and_refuses_reads_there() {
+    let mut node = Node::new();
+    node.put("a", "1"); // 1
+    node.put("a", "2"); // 2
+    node.put("b", "1"); // 3
+    node.delete("b", ""); // 4
+    node.put("c", "1"); // 5
+    assert_eq!(
+        node.apply(Command::Compact { revision: 4 }),
+        Ok(CommandResponse::Compact { revision: 5 })
+    );
+    let error = node
+        .store
+        .range(&RangeRequest {
+            revision: 3,
+            ..range("a", "")
+        })
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "etcdserver: mvcc: required revision has been compacted"
+    );
+    let at4 = node
+        .store
+        .range(&RangeRequest {
+            revision: 4,
+            ..range("a", "\0")
+        })
+        .unwrap();
+    assert_eq!(keys(&at4), vec!["a"], "b was deleted at 4, c came later");
+    assert_eq!(at4.kvs[0].value, b"2");
+    assert_eq!(node.get("c").unwrap().value, b"1");
+    assert!(matches!(
+        node.apply(Command::Compact { revision: 4 }),
+        Err(KvError::Compacted { .. })
+    ));
+    assert!(matches!(
+        node.apply(Command::Compact { revision: 99 }),
+        Err(KvError::FutureRevision { .. })
+    ));
+    assert_eq!(node.store.compact_revision(), 4);
+}
+
+#[test]
+fn range_forms_prefix_from_key_limit_count_and_more() {
+    let mut node = Node::new();
+    for key in ["a", "ab", "abc", "b", "c"] {
+        node.put(key, key);
+    }
+    assert_eq!(
+        keys(&node.store.range(&range("a", "b")).unwrap()),
+        vec!["a", "ab", "abc"],
+        "prefix a"
+    );
+    assert_eq!(
+        keys(&node.store.range(&range("ab", "\0")).unwrap()),
+        vec!["ab", "abc", "b", "c"],
+        "from key"
+    );
+    assert!(
+        node.store.range(&range("c", "a")).unwrap().kvs.is_empty(),
+        "end before start"
+    );
+    let limited = node
+        .store
+        .range(&RangeRequest {
+            limit: 2,
+            ..range("a", "\0")
+        })
+        .unwrap();
+    assert_eq!(keys(&limited), vec!["a", "ab"]);
+    assert!(limited.more);
+    assert_eq!(limited.count, 5, "count ignores the limit");
+    let counted = node
+        .store
+        .range(&RangeRequest {
+            count_only: true,
+            ..range("a", "\0")
+        })
+        .unwrap();
+    assert!(counted.kvs.is_empty() && counted.count == 5 && !counted.more);
+    let keys_only = node
+        .store
+        .range(&RangeRequest {
+            keys_only: true,
+            ..range("a", "")
+        })
+        .unwrap();
+    assert!(keys_only.kvs[0].value.is_empty());
+}
+
+#[test]
+fn range_sorts_by_any_target_and_filters_by_revisions() {
+    let mut node = Node::new();
+    node.put("b", "2"); // 1
+    node.put("a", "3"); // 2
+    node.put("c", "1"); // 3
+    node.put("b", "2"); // 4
+    let sorted = |order, target| {
+        keys(
+            &node
+                .store
+                .range(&RangeRequest {
+                    sort_order: order,
+                    sort_target: target,
+                    ..range("a", "\0")
+                })
+                .unwrap(),
+        )
+    };
+    assert_eq!(sorted(SortOrder::Descend, SortTarget::Key), vec!["c", "b", "a"]);
+    assert_eq!(sorted(SortOrder::Ascend, SortTarget::Value), vec!["c", "b", "a"]);
+    assert_eq!(
+        sorted(SortOrder::None, SortTarget::Mod),
+        vec!["a", "c", "b"],
+        "a target alone sorts ascending"
+    );
+    assert_eq!(sorted(SortOrder::Descend, SortTarget::Version)[0], "b");
+    let filtered = node
+        .store
+        .range(&RangeRequest {
+            min_mod_revision: 3,
+            ..range("a", "\0")
+        })
+        .unwrap();
+    assert_eq!(keys(&filtered), vec!["b", "c"]);
+    let created = node
+        .store
+        .range(&RangeRequest {
+            max_create_revision: 1,
+            ..range("a", "\0")
+        })
+        .unwrap();
+    assert_eq!(keys(&created), vec!["b"]);
+}
+
+#[test]
+fn put_with_prev_kv_ignore_value_and_ignore_lease() {
+    let mut node = Node::new();
+    node.apply(Command::Put(PutRequest {
+        lease: 7,
+        ..put("a", "1")
+    }))
+    .unwrap();
+    let response = node
+        .apply(Command::Put(PutRequest {
+            prev_kv: true,
+            ignore_value: true,
+            ignore_lease: true,
+            ..put("a", "ignored")
+        }))
+        .unwrap();
+    let CommandResponse::Put(response) = response else {
+        panic!()
+    };
+    assert_eq!(response.prev_kv.unwrap().value, b"1");
+    let a = node.get("a").unwrap();
+    assert_eq!((a.value.as_slice(), a.lease, a.version), (&b"1"[..], 7, 2));
+    let missing = node.apply(Command::Put(PutRequest {
+        ignore_value: true,
+        ..put("nope", "")
+    }));
+    assert_eq!(missing.unwrap_err().to_string(), "etcdserver: key not found");
+    assert_eq!(node.store.revision(), 2, "the refused put took no revision");
+}
+
+fn compare(key: &str, result: CompareResult, target: CompareTarget) -> Compare {
+    Compare {
+        result,
+        target,
+        key: key.into(),
+        range_end: Vec::new(),
+    }
+}
+
+#[test]
+fn txn_runs_the_branch_its_compares_choose_in_one_revision() {
+    let mut node = Node::new();
+    node.put("a", "1");
+    let txn = TxnRequest {
+        compare: vec![
+            compare("a", CompareResult::Equal, CompareTarget::Value(b"1".to_vec())),
+            compare("a", CompareResult::Equal, CompareTarget::Version(1)),
+            compare("missing", CompareResult::Equal, CompareTarget::Create(0)),
+        ],
+        success: vec![
+            RequestOp::Put(put("a", "2")),
+            RequestOp::Put(put("b", "2")),
+            RequestOp::Range(range("a", "")),
+        ],
+        failure: vec![RequestOp::Put(put("failed", "1"))],
+    };
+    let CommandResponse::Txn(response) = node.apply(Command::Txn(txn.clone())).unwrap() else {
+        panic!()
+    };
+    assert!(response.succeeded);
+    assert_eq!(response.revision, 2, "one revision for the whole transaction");
+    let ResponseOp::Range(read) = &response.responses[2] else {
+        panic!()
+    };
+    assert_eq!(
+        read.kvs[0].value, b"2",
+        "a read in a transaction sees its earlier writes"
+    );
+    assert_eq!(node.get("b").unwrap().mod_revision, 2);
+    let CommandResponse::Txn(again) = node.apply(Command::Txn(txn)).unwrap() else {
+        panic!()
+    };
+    assert!(!again.succeeded, "a's value is 2 now");
+    assert!(node.get("failed").is_some());
+    let value_of_missing = TxnRequest {
+        compare: vec![compare(
+            "missing",
+            CompareResult::NotEqual,
+            CompareTarget::Value(b"x".to_vec()),
+        )],
+        ..TxnRequest::default()
+    };
+    let CommandResponse::Txn(missing) = node.apply(Command::Txn(value_of_missing)).unwrap() else {
+        panic!()
+    };
+    assert!(!missing.succeeded, "a value compare on a missing key fails");
+    assert_eq!(missing.revision, 3, "a transaction without writes takes no revision");
+}
+
+#[test]
+fn txn_with_duplicate_keys_is_refused_and_changes_nothing() {
+    let mut node = Node::new();
+    node.put("a", "1");
+    let duplicate = TxnRequest {
+        success: vec![RequestOp::Put(put("k", "1")), RequestOp::Put(put("k", "2"))],
+        ..TxnRequest::default()
+    };
+    let error = node.apply(Command::Txn(duplicate)).unwrap_err();
+    assert_eq!(error.to_string(), "etcdserver: duplicate key given in txn request");
+    let overlapping = TxnRequest {
+        success: vec![
+            RequestOp::Put(put("k", "1")),
+            RequestOp::DeleteRange(DeleteRangeRequest {
+                key: "a".into(),
+                range_end: "z".into(),
+                prev_kv: false,
+            }),
+        ],
+        ..TxnRequest::default()
+    };
+    assert_eq!(node.apply(Command::Txn(overlapping)), Err(KvError::DuplicateKey));
+    assert!(node.get("k").is_none());
+    assert_eq!(node.store.revision(), 1);
+}
+
+#[test]
+fn a_failing_op_rolls_back_the_whole_transaction() {
+    let mut node = Node::new();
+    let txn = TxnRequest {
+        success: vec![
+            RequestOp::Put(put("written", "1")),
+            RequestOp::Put(PutRequest {
+                ignore_value: true,
+                ..put("missing", "")
+            }),
+        ],
+        ..TxnRequest::default()
+    };
+    assert_eq!(node.apply(Command::Txn(txn)), Err(KvError::KeyNotFound));
+    assert!(node.get("written").is_none(), "the first put was rolled back");
+    assert_eq!(node.store.revision(), 0);
+    assert_eq!(
+        node.store.applied_index(),
+        1,
+        "the command was still applied (as a failure)"
+    );
+}
+
+#[test]
+fn batches_are_atomic_with_the_applied_index_and_replays_are_skipped() {
+    let dir = std::env::temp_dir().join(format!("raftwerk-kv-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("state.redb");
+    {
+        let mut store = KvStore::open(&path).unwrap();
+        let batch: Vec<(u64, Command)> = (1..=3)
+            .map(|index| (index, Command::Put(put(&format!("k{index}"), "v"))))
+            .collect();
+        store.apply(&batch).unwrap();
+    }
+    let mut store = KvStore::open(&path).unwrap();
+    assert_eq!(store.applied_index(), 3);
+    assert_eq!(store.revision(), 3);
+    let replay: Vec<(u64, Command)> = (2..=4)
+        .map(|index| (index, Command::Put(put("k", &index.to_string()))))
+        .collect();
+    let responses = store.apply(&replay).unwrap();
+    assert_eq!(responses.len(), 1, "entries 2 and 3 were already applied");
+    assert_eq!(store.revision(), 4);
+    drop(store);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn snapshot_restores_the_same_state_and_history() {
+    let mut node = Node::new();
+    node.put("a", "1");
+    node.put("a", "2");
+    node.delete("a", "");
+    node.put("b", "1");
+    let mut data = Vec::new();
+    let written = node.store.write_snapshot(&mut data).unwrap();
+    assert_eq!(written, data.len() as u64);
+    let mut other = Node::new();
+    other.put("junk", "x");
+    other.store.restore_snapshot(&mut data.as_slice()).unwrap();
+    assert_eq!(other.store.applied_index(), node.store.applied_index());
+    assert_eq!(other.store.revision(), 4);
+    assert!(other.get("junk").is_none(), "the old state is gone");
+    for revision in 1..=4 {
+        let request = RangeRequest {
+            revision,
+            ..range("a", "\0")
+        };
+        assert_eq!(
+            other.store.range(&request),
+            node.store.range(&request),
+            "at revision {revision}"
+        );
+    }
+    let mut damaged = data.clone();
+    damaged.truncate(data.len() - 3);
+    let before = other.store.range(&range("a", "\0")).unwrap();
+    assert!(other.store.restore_snapshot(&mut damaged.as_slice()).is_err());
+    assert_eq!(
+        other.store.range(&range("a", "\0")).unwrap(),
+        before,
+        "a damaged snapshot changes nothing"
+    );
+}
+
+#[test]
+fn keys_with_zero_bytes_and_prefixes_stay_apart() {
+    let mut node = Node::new();
+    node.put("a", "1");
+    node.put("a\0", "2");
+    node.put("a\0b", "3");
+    assert_eq!(node.get("a").unwrap().value, b"1");
+    assert_eq!(node.get("a\0").unwrap().value, b"2");
+    assert_eq!(
+        keys(&node.store.range(&range("a\0", "a\u{1}")).unwrap()),
+        vec!["a\0", "a\0b"]
+    );
+}
+
+#[test]
+fn a_failed_command_inside_a_batch_leaves_nothing_and_the_rest_applies() {
+    let mut store = KvStore::in_memory().unwrap();
+    let failing = TxnRequest {
+        success: vec![
+            RequestOp::Put(put("half", "1")),
+            RequestOp::Put(PutRequest {
+                ignore_lease: true,
+                ..put("missing", "")
+            }),
+        ],
+        ..TxnRequest::default()
+    };
+    let batch = vec![
+        (1, Command::Put(put("before", "1"))),
+        (2, Command::Txn(failing)),
+        (3, Command::Put(put("after", "1"))),
+    ];
+    let responses = store.apply(&batch).unwrap();
+    assert!(responses[0].is_ok() && responses[2].is_ok());
+    assert_eq!(responses[1], Err(KvError::KeyNotFound));
+    let all = store.range(&range("a", "\0")).unwrap();
+    assert_eq!(keys(&all), vec!["after", "before"], "nothing of the failed transaction");
+    assert_eq!(store.revision(), 2);
+    assert_eq!(store.applied_index(), 3);
+}
