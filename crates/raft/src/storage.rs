@@ -30,6 +30,12 @@ pub enum StorageError {
     /// A snapshot to save or install is not newer than the stored one.
     #[error("snapshot at index {index} is not newer than the stored snapshot at {stored_index}")]
     SnapshotNotNewer { index: Index, stored_index: Index },
+    /// An entry too large for the store to record (and read back).
+    #[error("entry {index} of {bytes} bytes exceeds the storage limit of {limit} bytes")]
+    EntryTooLarge { index: Index, bytes: u64, limit: u64 },
+    /// Snapshot metadata the store refuses to record.
+    #[error("invalid snapshot metadata: {0}")]
+    InvalidSnapshot(&'static str),
     /// A snapshot chunk does not continue the pending snapshot.
     #[error("snapshot chunk at offset {offset} does not continue the pending snapshot ({pending} bytes)")]
     ChunkOutOfOrder { offset: u64, pending: u64 },
@@ -322,6 +328,7 @@ impl MemStorage {
     }
 
     fn promote_pending(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+        meta.configuration.validate().map_err(StorageError::InvalidSnapshot)?;
         let stored_index = self.snapshot.as_ref().map_or(0, |(stored, _)| stored.index);
         if meta.index <= stored_index {
             return Err(StorageError::SnapshotNotNewer {

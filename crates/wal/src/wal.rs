@@ -28,6 +28,17 @@ use crate::record::{self, FrameError, Record, SnapshotRecord, HEADER_BYTES};
 use crate::snapshot_files::{parse_snapshot_name, partial_name, snapshot_name, PARTIAL_SUFFIX};
 
 const SEGMENT_SUFFIX: &str = ".seg";
+/// Bytes read at a time when checking a snapshot file's CRC at open.
+const SNAPSHOT_CHECK_CHUNK_BYTES: usize = 1 << 20;
+/// Snapshots being written at once; starting another drops the oldest.
+const PENDING_SNAPSHOTS_MAX: usize = 4;
+/// Bytes allowed beyond `RECORD_BYTES_MAX` (or the segment size) when
+/// judging whether a segment file is plausibly one the WAL wrote.
+const SEGMENT_SLACK_BYTES: u64 = 1 << 20;
+
+/// Largest entry the WAL records: larger ones could not be read back
+/// (`Config::entry_bytes_max` must stay below it).
+pub const ENTRY_BYTES_MAX: u64 = (record::RECORD_BYTES_MAX - 64) as u64;
 const LOCK_FILE: &str = "LOCK";
 
 /// Sizes the WAL works with.
@@ -168,6 +179,10 @@ impl<FS: FileSystem> Wal<FS> {
             return Err(WalError::Locked { dir: dir.to_path_buf() });
         }
         fs.sync_dir(dir).map_err(WalError::io(dir))?;
+        if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            // The data directory's own name must survive a crash too.
+            fs.sync_dir(parent).map_err(WalError::io(parent))?;
+        }
 
         let mut seqs: Vec<u64> = fs
             .list_dir(&wal_dir)
@@ -177,41 +192,31 @@ impl<FS: FileSystem> Wal<FS> {
             .collect();
         seqs.sort_unstable();
         let mut recovered = Recovered::default();
-        let mut segments = Vec::with_capacity(seqs.len());
-        let mut write_pos = 0;
-        let mut wal_dir_dirty = false;
+        let mut scanned = Vec::with_capacity(seqs.len());
         for (position, &seq) in seqs.iter().enumerate() {
             let path = wal_dir.join(segment_name(seq));
             let file = fs.open(&path, false).map_err(WalError::io(&path))?;
             let is_last = position + 1 == seqs.len();
-            let (end, max_index) = scan_segment(&file, &path, seq, position == 0, is_last, &mut recovered)?;
-            if end == 0 {
-                // Torn while being started: it holds nothing.
-                drop(file);
-                fs.remove_file(&path).map_err(WalError::io(&path))?;
-                wal_dir_dirty = true;
-                continue;
-            }
-            if is_last {
-                write_pos = end;
-                // Clear whatever a torn write left after the end, so later
-                // appends are never followed by stale bytes.
-                let len = file.len().map_err(WalError::io(&path))?;
-                if len > end {
-                    file.set_len(end).map_err(WalError::io(&path))?;
-                    file.set_len(len).map_err(WalError::io(&path))?;
-                    file.sync_data().map_err(WalError::io(&path))?;
-                }
-            }
-            segments.push(Segment {
+            let (end, max_index) = scan_segment(
+                &file,
+                &path,
                 seq,
-                path,
-                file,
-                max_index,
-                dirty: false,
-            });
+                position == 0,
+                is_last,
+                options.segment_bytes,
+                &mut recovered,
+            )?;
+            scanned.push((
+                Segment {
+                    seq,
+                    path,
+                    file,
+                    max_index,
+                    dirty: false,
+                },
+                end,
+            ));
         }
-
         if let Some(gap) = recovered.gap {
             return Err(WalError::Corrupt {
                 file: wal_dir.clone(),
@@ -219,6 +224,29 @@ impl<FS: FileSystem> Wal<FS> {
                 reason: format!("entries up to {gap} are missing and no compaction record accounts for them"),
             });
         }
+        // The verdict is in: now repair. A last segment torn while being
+        // started holds nothing and goes; the data of the (new) last
+        // segment ends where its scan ended, and whatever a torn write left
+        // after that is cleared, so later appends are never followed by
+        // stale bytes.
+        let mut wal_dir_dirty = false;
+        if scanned.last().is_some_and(|(_, end)| *end == 0) {
+            let (segment, _) = scanned.pop().expect("just seen");
+            drop(segment.file);
+            fs.remove_file(&segment.path).map_err(WalError::io(&segment.path))?;
+            wal_dir_dirty = true;
+        }
+        let mut write_pos = 0;
+        if let Some((segment, end)) = scanned.last() {
+            write_pos = *end;
+            let len = segment.file.len().map_err(WalError::io(&segment.path))?;
+            if len > *end {
+                segment.file.set_len(*end).map_err(WalError::io(&segment.path))?;
+                segment.file.set_len(len).map_err(WalError::io(&segment.path))?;
+                segment.file.sync_data().map_err(WalError::io(&segment.path))?;
+            }
+        }
+        let segments: Vec<Segment<FS::File>> = scanned.into_iter().map(|(segment, _)| segment).collect();
         let mut wal = Wal {
             fs,
             wal_dir,
@@ -292,6 +320,24 @@ impl<FS: FileSystem> Wal<FS> {
                 return Err(damaged(format!(
                     "{len} bytes, the WAL recorded {}",
                     snapshot.data_bytes
+                )));
+            }
+            // The data is checked once per start, in bounded reads, so a
+            // damaged snapshot is never sent to a follower.
+            let mut crc = 0u32;
+            let mut buf = vec![0; SNAPSHOT_CHECK_CHUNK_BYTES.min(len as usize)];
+            let mut offset = 0u64;
+            while offset < len {
+                let count = ((len - offset) as usize).min(buf.len());
+                file.read_exact_at(&mut buf[..count], offset)
+                    .map_err(|error| damaged(error.to_string()))?;
+                crc = crc32c::crc32c_append(crc, &buf[..count]);
+                offset += count as u64;
+            }
+            if crc != snapshot.data_crc {
+                return Err(damaged(format!(
+                    "CRC-32C {crc:08x}, the WAL recorded {:08x}",
+                    snapshot.data_crc
                 )));
             }
         }
@@ -496,6 +542,7 @@ impl<FS: FileSystem> Wal<FS> {
     /// or below it are dropped.
     fn promote_pending(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
         self.check_usable()?;
+        meta.configuration.validate().map_err(StorageError::InvalidSnapshot)?;
         let stored_index = self.snapshot.as_ref().map_or(0, |snapshot| snapshot.meta.index);
         if meta.index <= stored_index {
             return Err(StorageError::SnapshotNotNewer {
@@ -553,9 +600,18 @@ fn scan_segment<F: WalFile>(
     seq: u64,
     first: bool,
     is_last: bool,
+    segment_bytes: u64,
     recovered: &mut Recovered,
 ) -> Result<(u64, Index), WalError> {
     let len = file.len().map_err(WalError::io(path))?;
+    let plausible = segment_bytes.max(record::RECORD_BYTES_MAX as u64) + SEGMENT_SLACK_BYTES;
+    if len > plausible {
+        return Err(WalError::Corrupt {
+            file: path.to_path_buf(),
+            offset: 0,
+            reason: format!("{len} bytes, more than any segment this WAL writes ({plausible})"),
+        });
+    }
     let mut data = vec![0; len as usize];
     file.read_exact_at(&mut data, 0).map_err(WalError::io(path))?;
     let corrupt = |offset: usize, reason: String| WalError::Corrupt {
@@ -570,7 +626,7 @@ fn scan_segment<F: WalFile>(
             Ok(frame) => frame,
             Err(FrameError::End) if pos > 0 => break,
             Err(error) => {
-                if is_last && !intact_record_after(&data, pos + 1) {
+                if is_last && is_torn(&data, pos) {
                     // A torn tail: the last write never completed.
                     tracing::warn!(file = %path.display(), offset = pos, "truncating a torn WAL tail");
                     return Ok((pos as u64, max_index));
@@ -608,6 +664,35 @@ fn scan_segment<F: WalFile>(
         pos += frame_len;
     }
     Ok((pos as u64, max_index))
+}
+
+/// Bytes of a disk sector: a write that never fully reached the disk
+/// leaves whole sectors of the pre-zeroed segment behind.
+const SECTOR_BYTES: usize = 512;
+
+/// Whether the damaged record at `pos` of the last segment is a torn write
+/// rather than corruption: a record whose header is plausible but which
+/// overlaps an all-zero sector was cut short (sectors may reach the disk
+/// out of order); otherwise it is torn unless an intact record starts
+/// after the extent it claims (a valid frame inside its own payload proves
+/// nothing). A flipped bit in a record next to a sector of zero data is
+/// taken for a torn write too: the price of accepting out-of-order sectors.
+fn is_torn(data: &[u8], pos: usize) -> bool {
+    let header = &data[pos..data.len().min(pos + HEADER_BYTES)];
+    let claimed_len = (header.len() == HEADER_BYTES && header[0..2] == *b"RW")
+        .then(|| u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize)
+        .filter(|len| *len <= record::RECORD_BYTES_MAX);
+    let Some(claimed_len) = claimed_len else {
+        return !intact_record_after(data, pos + 1);
+    };
+    let extent_end = (pos + HEADER_BYTES + claimed_len).min(data.len());
+    // Any sector the record overlaps that is entirely zero.
+    let first_sector = pos / SECTOR_BYTES * SECTOR_BYTES;
+    let zero_sector = (first_sector..extent_end)
+        .step_by(SECTOR_BYTES)
+        .filter(|start| start + SECTOR_BYTES <= data.len())
+        .any(|start| data[start..start + SECTOR_BYTES].iter().all(|byte| *byte == 0));
+    zero_sector || !intact_record_after(data, extent_end.max(pos + 1))
 }
 
 /// Whether any intact record starts at or after `from`: a damaged record
@@ -797,6 +882,13 @@ impl<FS: FileSystem> LogStore for Wal<FS> {
         for pair in entries.windows(2) {
             assert_eq!(pair[0].index + 1, pair[1].index, "entries not contiguous");
         }
+        if let Some(large) = entries.iter().find(|entry| entry.data.len() as u64 > ENTRY_BYTES_MAX) {
+            return Err(StorageError::EntryTooLarge {
+                index: large.index,
+                bytes: large.data.len() as u64,
+                limit: ENTRY_BYTES_MAX,
+            });
+        }
         if first.index <= last {
             self.append_record(&Record::Truncate { from: first.index })?;
             self.locations
@@ -893,6 +985,16 @@ impl<FS: FileSystem> LogStore for Wal<FS> {
                 at
             }
             (None, 0) => {
+                if self.pending.len() >= PENDING_SNAPSHOTS_MAX {
+                    let oldest = (0..self.pending.len())
+                        .min_by_key(|&at| self.pending[at].index)
+                        .expect("at the bound, so not empty");
+                    let dropped = self.pending.swap_remove(oldest);
+                    drop(dropped.file);
+                    if let Err(error) = self.fs.remove_file(&dropped.path) {
+                        return Err(self.fail(&format!("removing {}", dropped.path.display()), error));
+                    }
+                }
                 let path = self.snap_dir.join(partial_name(index, term));
                 let file = match self
                     .fs
