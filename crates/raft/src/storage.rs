@@ -122,9 +122,13 @@ pub trait LogStore: Storage {
     /// Writes snapshot data at `offset` of the pending snapshot `(index,
     /// term)`. Offset 0 starts (or restarts) that pending snapshot; pending
     /// snapshots of other indexes are kept (the application's own snapshot
-    /// and one received from the leader may be written at the same time)
-    /// until a snapshot at or above their index is saved or installed.
-    /// Durable after `sync`.
+    /// and one received from the leader may be written at the same time).
+    /// A store keeps a few at once (`PENDING_SNAPSHOTS_MAX`); starting one
+    /// more drops the one with the lowest index, which by then can only be
+    /// a superseded transfer. A chunk of a snapshot no newer than the stored
+    /// one, whose pending data is gone, is ignored: the node no longer needs
+    /// that transfer (its own snapshot caught up while chunks were on their
+    /// way to storage). Durable after `sync`.
     ///
     /// # Errors
     /// `ChunkOutOfOrder` unless the chunk continues the pending snapshot
@@ -166,6 +170,9 @@ pub trait LogStore: Storage {
     /// durability after a failed sync).
     fn sync(&mut self) -> Result<(), StorageError>;
 }
+
+/// Pending snapshots a store keeps at once (see `write_snapshot_chunk`).
+pub const PENDING_SNAPSHOTS_MAX: usize = 4;
 
 /// A durable-by-definition store in memory. Tests treat its contents as what
 /// survives a crash.
@@ -343,8 +350,9 @@ impl MemStorage {
         else {
             return Err(StorageError::SnapshotUnavailable { index: meta.index });
         };
+        // Other pending snapshots stay: writes the core already handed out
+        // may still reach them (they are dropped when new ones start).
         let (_, _, data) = self.pending.swap_remove(at);
-        self.pending.retain(|(index, _, _)| *index > meta.index);
         self.replace_snapshot(meta.clone(), Bytes::from(data));
         Ok(())
     }
@@ -445,8 +453,17 @@ impl LogStore for MemStorage {
             .position(|(pending_index, pending_term, _)| *pending_index == index && *pending_term == term);
         match (slot, offset) {
             (Some(at), 0) => self.pending[at].2 = data.to_vec(),
-            (None, 0) => self.pending.push((index, term, data.to_vec())),
+            (None, 0) => {
+                if self.pending.len() >= PENDING_SNAPSHOTS_MAX {
+                    let oldest = (0..self.pending.len())
+                        .min_by_key(|&at| self.pending[at].0)
+                        .expect("at the bound, so not empty");
+                    self.pending.swap_remove(oldest);
+                }
+                self.pending.push((index, term, data.to_vec()));
+            }
             (Some(at), _) if self.pending[at].2.len() as u64 == offset => self.pending[at].2.extend_from_slice(data),
+            (None, _) if self.snapshot.as_ref().is_some_and(|(stored, _)| stored.index >= index) => {}
             (slot, _) => {
                 return Err(StorageError::ChunkOutOfOrder {
                     offset,

@@ -256,6 +256,9 @@ fn out_of_order_snapshot_chunks_are_refused<S: LogStore>(store: &mut S) {
     assert_eq!(read_snapshot(store, 5, 2), b"abcdefghi".to_vec());
     store.save_snapshot(&meta(7, 2)).expect("save the newer one");
     assert_eq!(read_snapshot(store, 7, 2), b"again".to_vec());
+    store
+        .write_snapshot_chunk(5, 1, 9, b"late")
+        .expect("a late chunk of a snapshot the stored one supersedes is ignored");
     write_snapshot(store, 6, 2, b"older");
     assert!(
         matches!(

@@ -222,3 +222,14 @@ fn regression_wal_keeps_a_recorded_snapshot_file_across_crashes() {
     config.wal = true;
     run_or_panic(config);
 }
+
+/// A follower caught up while chunks of a snapshot transfer were still on
+/// their way to storage, then took its own snapshot at the same index and
+/// term: the late chunks found their pending data gone and storage refused
+/// them. Chunks of a snapshot the stored one supersedes are ignored now.
+#[test]
+fn regression_late_chunks_of_a_superseded_transfer_are_ignored() {
+    let mut config = SimConfig::new(306177, 3, STEPS);
+    config.membership = true;
+    run_or_panic(config);
+}

@@ -20,6 +20,7 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use raftwerk_raft::storage::PENDING_SNAPSHOTS_MAX;
 use raftwerk_raft::{Entry, HardState, Index, LogStore, SnapshotChunk, SnapshotMeta, Storage, StorageError, Term};
 
 use crate::errors::WalError;
@@ -30,8 +31,6 @@ use crate::snapshot_files::{parse_snapshot_name, partial_name, snapshot_name, PA
 const SEGMENT_SUFFIX: &str = ".seg";
 /// Bytes read at a time when checking a snapshot file's CRC at open.
 const SNAPSHOT_CHECK_CHUNK_BYTES: usize = 1 << 20;
-/// Snapshots being written at once; starting another drops the oldest.
-const PENDING_SNAPSHOTS_MAX: usize = 4;
 /// Bytes allowed beyond `RECORD_BYTES_MAX` (or the segment size) when
 /// judging whether a segment file is plausibly one the WAL wrote.
 const SEGMENT_SLACK_BYTES: u64 = 1 << 20;
@@ -538,8 +537,7 @@ impl<FS: FileSystem> Wal<FS> {
     }
 
     /// Makes the pending snapshot `(meta.index, meta.term)` complete and
-    /// durable under its final name, and records it. Pending snapshots at
-    /// or below it are dropped.
+    /// durable under its final name, and records it.
     fn promote_pending(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
         self.check_usable()?;
         meta.configuration.validate().map_err(StorageError::InvalidSnapshot)?;
@@ -566,16 +564,8 @@ impl<FS: FileSystem> Wal<FS> {
         if let Err(error) = self.fs.rename(&pending.path, &final_path) {
             return Err(self.fail(&format!("renaming {}", pending.path.display()), error));
         }
-        let (stale, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
-            .into_iter()
-            .partition(|other| other.index <= meta.index);
-        self.pending = kept;
-        for other in stale {
-            drop(other.file);
-            if let Err(error) = self.fs.remove_file(&other.path) {
-                return Err(self.fail(&format!("removing {}", other.path.display()), error));
-            }
-        }
+        // Other pending snapshots stay: writes the core already handed out
+        // may still reach them (they are dropped when new ones start).
         if let Err(error) = self.fs.sync_dir(&self.snap_dir) {
             return Err(self.fail(&format!("syncing {}", self.snap_dir.display()), error));
         }
@@ -1016,6 +1006,8 @@ impl<FS: FileSystem> LogStore for Wal<FS> {
                 self.pending.len() - 1
             }
             (Some(at), _) if self.pending[at].len == offset => at,
+            // A superseded transfer: the node's own snapshot covers it.
+            (None, _) if self.snapshot.as_ref().is_some_and(|stored| stored.meta.index >= index) => return Ok(()),
             (slot, _) => {
                 return Err(StorageError::ChunkOutOfOrder {
                     offset,
