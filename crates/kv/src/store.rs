@@ -645,8 +645,12 @@ fn compare_holds<T: ReadableTable<&'static [u8], &'static [u8]>>(
 }
 
 /// etcd refuses a transaction that puts one key twice, or puts a key a
-/// delete of the same transaction covers.
-fn check_txn_keys(txn: &TxnRequest) -> Result<(), KvError> {
+/// delete of the same transaction covers (checked before proposing, and
+/// again when applied).
+///
+/// # Errors
+/// `DuplicateKey`.
+pub fn check_txn_keys(txn: &TxnRequest) -> Result<(), KvError> {
     for branch in [&txn.success, &txn.failure] {
         let mut puts: Vec<&[u8]> = Vec::new();
         let mut deletes: Vec<(&[u8], &[u8])> = Vec::new();

@@ -1,0 +1,178 @@
+//! `raftwerk`: serve one node with etcd's flags, or `raftwerk playground`
+//! to run a local cluster of node processes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use raftwerk_server::config::parse_initial_cluster;
+use raftwerk_server::ServerConfig;
+
+mod playground;
+
+/// etcd-compatible flags; each also reads a `RAFTWERK_*` environment
+/// variable (etcd's `ETCD_*` names with raftwerk's prefix).
+#[derive(Parser, Debug)]
+#[command(
+    name = "raftwerk",
+    version,
+    about = "An etcd-compatible key-value server on a Raft engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Commands>,
+    /// Human-readable name for this member.
+    #[arg(long, env = "RAFTWERK_NAME", default_value = "default")]
+    name: String,
+    /// Path to the data directory (default: <name>.raftwerk).
+    #[arg(long, env = "RAFTWERK_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// URLs to listen on for client traffic (comma-separated).
+    #[arg(long, env = "RAFTWERK_LISTEN_CLIENT_URLS", default_value = "http://127.0.0.1:2379")]
+    listen_client_urls: String,
+    /// Client URLs this member advertises to the cluster.
+    #[arg(
+        long,
+        env = "RAFTWERK_ADVERTISE_CLIENT_URLS",
+        default_value = "http://127.0.0.1:2379"
+    )]
+    advertise_client_urls: String,
+    /// URLs to listen on for peer traffic.
+    #[arg(long, env = "RAFTWERK_LISTEN_PEER_URLS", default_value = "http://127.0.0.1:2380")]
+    listen_peer_urls: String,
+    /// Peer URLs this member advertises to the cluster.
+    #[arg(
+        long,
+        env = "RAFTWERK_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://127.0.0.1:2380"
+    )]
+    initial_advertise_peer_urls: String,
+    /// Initial cluster configuration: name=peer-url,... (default: this
+    /// member alone).
+    #[arg(long, env = "RAFTWERK_INITIAL_CLUSTER")]
+    initial_cluster: Option<String>,
+    /// `new` to bootstrap a cluster; `existing` to join one.
+    #[arg(long, env = "RAFTWERK_INITIAL_CLUSTER_STATE", value_enum, default_value_t = ClusterState::New)]
+    initial_cluster_state: ClusterState,
+    /// Token that makes the cluster's identity unique.
+    #[arg(long, env = "RAFTWERK_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    initial_cluster_token: String,
+    /// Time between heartbeats, in milliseconds.
+    #[arg(long, env = "RAFTWERK_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    heartbeat_interval: u64,
+    /// Election timeout, in milliseconds.
+    #[arg(long, env = "RAFTWERK_ELECTION_TIMEOUT", default_value_t = 1000)]
+    election_timeout: u64,
+    /// Applied entries between snapshots (after which the log is compacted).
+    #[arg(long, env = "RAFTWERK_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    snapshot_count: u64,
+    /// Largest client request accepted, in bytes.
+    #[arg(long, env = "RAFTWERK_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
+    max_request_bytes: usize,
+    /// Log level: debug, info, warn or error.
+    #[arg(long, env = "RAFTWERK_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
+    log_level: LogLevel,
+}
+
+#[derive(Subcommand, Debug)]
+enum Commands {
+    /// Run a local cluster of node processes on free loopback ports.
+    Playground {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=9))]
+        nodes: u16,
+        /// Folder for the nodes' data directories.
+        #[arg(long, default_value = "raftwerk-playground")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ClusterState {
+    New,
+    Existing,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+fn split(list: &str) -> Vec<String> {
+    list.split(',')
+        .filter(|url| !url.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.log_level {
+        LogLevel::Debug => tracing::Level::DEBUG,
+        LogLevel::Info => tracing::Level::INFO,
+        LogLevel::Warn => tracing::Level::WARN,
+        LogLevel::Error => tracing::Level::ERROR,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Some(Commands::Playground { nodes, dir }) = &cli.command {
+        return runtime.block_on(playground::run(*nodes, dir.clone()));
+    }
+    let advertise_peer = split(&cli.initial_advertise_peer_urls);
+    let initial_cluster = match &cli.initial_cluster {
+        Some(text) => match parse_initial_cluster(text) {
+            Ok(pairs) => pairs,
+            Err(error) => return usage_error(&error.to_string()),
+        },
+        None => advertise_peer
+            .iter()
+            .map(|url| (cli.name.clone(), url.clone()))
+            .collect(),
+    };
+    let config = ServerConfig {
+        data_dir: cli
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.raftwerk", cli.name))),
+        name: cli.name.clone(),
+        listen_client_urls: split(&cli.listen_client_urls),
+        advertise_client_urls: split(&cli.advertise_client_urls),
+        listen_peer_urls: split(&cli.listen_peer_urls),
+        initial_advertise_peer_urls: advertise_peer,
+        initial_cluster,
+        initial_cluster_state_new: matches!(cli.initial_cluster_state, ClusterState::New),
+        initial_cluster_token: cli.initial_cluster_token.clone(),
+        heartbeat_interval_ms: cli.heartbeat_interval,
+        election_timeout_ms: cli.election_timeout,
+        snapshot_count: cli.snapshot_count,
+        max_request_bytes: cli.max_request_bytes,
+    };
+    if let Err(error) = config.validate() {
+        return usage_error(&error.to_string());
+    }
+    match runtime.block_on(raftwerk_server::serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("raftwerk: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Wrong or conflicting flags: a clear message and exit code 2, as for
+/// flags clap itself refuses.
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("raftwerk: {message}");
+    ExitCode::from(2)
+}

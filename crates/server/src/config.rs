@@ -1,0 +1,181 @@
+//! The server's settings, named and defaulted as etcd's flags, and the
+//! identities derived from them.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use crate::node::Membership;
+
+/// A node's configuration (see the `raftwerk` binary for the flags).
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub listen_client_urls: Vec<String>,
+    pub advertise_client_urls: Vec<String>,
+    pub listen_peer_urls: Vec<String>,
+    pub initial_advertise_peer_urls: Vec<String>,
+    /// `name=peer-url` pairs.
+    pub initial_cluster: Vec<(String, String)>,
+    pub initial_cluster_state_new: bool,
+    pub initial_cluster_token: String,
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_ms: u64,
+    pub snapshot_count: u64,
+    pub max_request_bytes: usize,
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// 64-bit FNV-1a: stable identities from names.
+fn fnv(parts: &[&str]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for part in parts {
+        for byte in part.bytes().chain([0u8]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash.max(1)
+}
+
+/// Parses `a=url1,b=url2`.
+///
+/// # Errors
+/// A pair without `=`, or a name given twice.
+pub fn parse_initial_cluster(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for pair in text.split(',').filter(|pair| !pair.is_empty()) {
+        let Some((name, url)) = pair.split_once('=') else {
+            return Err(ConfigError::Invalid(format!(
+                "--initial-cluster entry {pair:?} is not name=url"
+            )));
+        };
+        out.push((name.to_string(), url.to_string()));
+    }
+    Ok(out)
+}
+
+fn socket_addrs(urls: &[String], flag: &str) -> Result<Vec<SocketAddr>, String> {
+    let mut out = Vec::new();
+    for url in urls {
+        let Some(rest) = url.strip_prefix("http://") else {
+            return Err(format!(
+                "{flag}: {url:?} must be an http:// URL (TLS is not supported yet)"
+            ));
+        };
+        let host_port = rest.trim_end_matches('/');
+        let addr = host_port
+            .to_socket_addrs()
+            .map_err(|error| format!("{flag}: {url:?}: {error}"))?
+            .next()
+            .ok_or_else(|| format!("{flag}: {url:?} resolves to no address"))?;
+        out.push(addr);
+    }
+    Ok(out)
+}
+
+impl ServerConfig {
+    /// Checks the settings against each other.
+    ///
+    /// # Errors
+    /// The first conflict, worded for the operator.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |text: String| Err(ConfigError::Invalid(text));
+        if self.name.is_empty() {
+            return invalid("--name must not be empty".to_string());
+        }
+        if self.heartbeat_interval_ms == 0 {
+            return invalid("--heartbeat-interval must be at least 1 ms".to_string());
+        }
+        if self.election_timeout_ms < 5 * self.heartbeat_interval_ms {
+            return invalid(format!(
+                "--election-timeout ({} ms) must be at least 5 times --heartbeat-interval ({} ms)",
+                self.election_timeout_ms, self.heartbeat_interval_ms
+            ));
+        }
+        if self.snapshot_count == 0 {
+            return invalid("--snapshot-count must be at least 1".to_string());
+        }
+        if self.max_request_bytes == 0 || self.max_request_bytes as u64 > raftwerk_wal::wal::ENTRY_BYTES_MAX / 2 {
+            return invalid(format!(
+                "--max-request-bytes must be between 1 and {}",
+                raftwerk_wal::wal::ENTRY_BYTES_MAX / 2
+            ));
+        }
+        if !self.initial_cluster_state_new {
+            return invalid(
+                "--initial-cluster-state=existing (joining a running cluster) is not implemented yet".to_string(),
+            );
+        }
+        let Some((_, url)) = self.initial_cluster.iter().find(|(name, _)| *name == self.name) else {
+            return invalid(format!(
+                "--initial-cluster has no entry for this member's --name {:?}",
+                self.name
+            ));
+        };
+        if !self.initial_advertise_peer_urls.contains(url) {
+            return invalid(format!(
+                "--initial-cluster gives {url} for {:?} but --initial-advertise-peer-urls is {:?}",
+                self.name, self.initial_advertise_peer_urls
+            ));
+        }
+        let mut names: Vec<&str> = self.initial_cluster.iter().map(|(name, _)| name.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|pair| pair[0] == pair[1]) {
+            return invalid("--initial-cluster names a member twice".to_string());
+        }
+        socket_addrs(&self.listen_client_urls, "--listen-client-urls").map_err(ConfigError::Invalid)?;
+        socket_addrs(&self.listen_peer_urls, "--listen-peer-urls").map_err(ConfigError::Invalid)?;
+        Ok(())
+    }
+
+    /// Member ids, names and peer URLs, and this cluster's identity.
+    ///
+    /// # Errors
+    /// When the configuration is invalid.
+    pub fn membership(&self) -> Result<Membership, String> {
+        self.validate().map_err(|error| error.to_string())?;
+        let mut described: Vec<String> = self
+            .initial_cluster
+            .iter()
+            .map(|(name, url)| format!("{name}={url}"))
+            .collect();
+        described.sort();
+        let mut parts: Vec<&str> = vec![self.initial_cluster_token.as_str()];
+        parts.extend(described.iter().map(String::as_str));
+        let cluster_id = fnv(&parts);
+        let mut members: Vec<(u64, String, Vec<String>)> = self
+            .initial_cluster
+            .iter()
+            .map(|(name, url)| {
+                (
+                    fnv(&[&self.initial_cluster_token, name]),
+                    name.clone(),
+                    vec![url.clone()],
+                )
+            })
+            .collect();
+        members.sort();
+        Ok(Membership {
+            cluster_id,
+            member_id: fnv(&[&self.initial_cluster_token, &self.name]),
+            name: self.name.clone(),
+            members,
+            client_urls: self.advertise_client_urls.clone(),
+        })
+    }
+
+    pub fn client_listen_addrs(&self) -> Result<Vec<SocketAddr>, String> {
+        socket_addrs(&self.listen_client_urls, "--listen-client-urls")
+    }
+
+    pub fn peer_listen_addrs(&self) -> Result<Vec<SocketAddr>, String> {
+        socket_addrs(&self.listen_peer_urls, "--listen-peer-urls")
+    }
+}

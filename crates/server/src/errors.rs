@@ -1,0 +1,54 @@
+//! Errors the server returns to clients, with etcd's gRPC codes and
+//! messages (one place for the mapping, as STYLE asks).
+
+use raftwerk_kv::KvError;
+use raftwerk_raft::NodeId;
+use tonic::{Code, Status};
+
+/// Why a client request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Kv(KvError),
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    /// This node does not lead; `leader` does.
+    #[error("etcdserver: not leader (leader is {leader})")]
+    NotLeader { leader: NodeId },
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<KvError> for ServerError {
+    fn from(error: KvError) -> Self {
+        ServerError::Kv(error)
+    }
+}
+
+impl From<ServerError> for Status {
+    fn from(error: ServerError) -> Self {
+        let code = match &error {
+            ServerError::Kv(KvError::Compacted { .. } | KvError::FutureRevision { .. }) => Code::OutOfRange,
+            ServerError::Kv(KvError::KeyNotFound | KvError::DuplicateKey | KvError::EmptyKey) => Code::InvalidArgument,
+            ServerError::Kv(_) | ServerError::Internal(_) => Code::Internal,
+            ServerError::RequestTooLarge => Code::InvalidArgument,
+            ServerError::NoLeader
+            | ServerError::NotLeader { .. }
+            | ServerError::LeaderChanged
+            | ServerError::Timeout
+            | ServerError::Stopped
+            | ServerError::TooManyRequests => Code::Unavailable,
+        };
+        Status::new(code, error.to_string())
+    }
+}

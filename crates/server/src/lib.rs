@@ -1,0 +1,84 @@
+//! raftwerk's node: the runtime that drives the consensus core
+//! (`raftwerk-raft`), the WAL (`raftwerk-wal`) and the key space
+//! (`raftwerk-kv`), the peer transport, and etcd's v3 gRPC API.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod convert;
+pub mod errors;
+pub mod message_codec;
+pub mod node;
+pub mod services;
+pub mod transport;
+
+use std::sync::{Arc, Mutex};
+
+use raftwerk_proto::etcdserverpb::cluster_server::ClusterServer;
+use raftwerk_proto::etcdserverpb::kv_server::KvServer;
+use raftwerk_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use raftwerk_proto::raftwerkpb::peer_server::PeerServer;
+
+pub use config::{ConfigError, ServerConfig};
+use node::{Node, NodeOptions};
+use services::Services;
+use transport::Transport;
+
+/// Bytes gRPC may receive beyond `--max-request-bytes`, so that an
+/// oversized request reaches the server and gets etcd's own error.
+const GRPC_OVERHEAD_BYTES: usize = 512 << 10;
+
+/// Starts the node and serves clients and peers until a listener fails.
+///
+/// # Errors
+/// What prevents the node from starting or serving.
+pub async fn serve(config: ServerConfig) -> Result<(), String> {
+    let membership = config.membership()?;
+    let client_addrs = config.client_listen_addrs()?;
+    let peer_addrs = config.peer_listen_addrs()?;
+    let peer_client_urls = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
+    let options = NodeOptions {
+        data_dir: config.data_dir.clone(),
+        heartbeat_interval: std::time::Duration::from_millis(config.heartbeat_interval_ms),
+        election_ticks: (config.election_timeout_ms / config.heartbeat_interval_ms).max(2),
+        snapshot_count: config.snapshot_count,
+        request_timeout: std::time::Duration::from_millis((config.election_timeout_ms * 5).max(5000)),
+    };
+    let urls = peer_client_urls.clone();
+    let handle = Node::start(membership.clone(), options, move |_| {
+        Transport::start(&membership, urls)
+    })
+    .map_err(|error| error.to_string())?;
+    let services = Services::new(handle, config.max_request_bytes, peer_client_urls);
+    let limit = config.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let mut tasks = tokio::task::JoinSet::new();
+    for addr in peer_addrs {
+        let peer = PeerServer::new(services.clone()).max_decoding_message_size(64 << 20);
+        tasks.spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(peer)
+                .serve(addr)
+                .await
+                .map_err(|error| format!("peer listener {addr}: {error}"))
+        });
+    }
+    for addr in client_addrs {
+        let kv = KvServer::new(services.clone()).max_decoding_message_size(limit);
+        let maintenance = MaintenanceServer::new(services.clone()).max_decoding_message_size(limit);
+        let cluster = ClusterServer::new(services.clone()).max_decoding_message_size(limit);
+        tasks.spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(kv)
+                .add_service(maintenance)
+                .add_service(cluster)
+                .serve(addr)
+                .await
+                .map_err(|error| format!("client listener {addr}: {error}"))
+        });
+    }
+    tracing::info!(name = %config.name, "serving clients on {:?}", config.listen_client_urls);
+    match tasks.join_next().await {
+        Some(Ok(Err(error))) => Err(error),
+        Some(Err(error)) => Err(error.to_string()),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,462 @@
+//! The gRPC services: etcd's KV, Maintenance and Cluster for clients, and
+//! raftwerk's Peer service for the other nodes. Writes are proposed here
+//! when this node leads and forwarded to the leader otherwise;
+//! linearizable reads are confirmed through ReadIndex and served from this
+//! node's key space; serializable reads are served locally at once.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use raftwerk_kv::{Command, CommandResponse, RangeRequest};
+use raftwerk_proto::etcdserverpb as pb;
+use raftwerk_proto::etcdserverpb::{cluster_server, kv_server, maintenance_server};
+use raftwerk_proto::raftwerkpb::{self, peer_server};
+use raftwerk_raft::NodeId;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::convert;
+use crate::errors::ServerError;
+use crate::message_codec;
+use crate::node::NodeHandle;
+use crate::transport::{self, PeerClientUrls};
+
+/// The etcd API version raftwerk speaks (what Status reports).
+pub const ETCD_API_VERSION: &str = "3.5.0";
+
+/// State shared by the services of one node.
+#[derive(Clone)]
+pub struct Services {
+    pub node: NodeHandle,
+    pub max_request_bytes: usize,
+    pub peer_client_urls: PeerClientUrls,
+    /// The latest term this node saw (for response headers).
+    pub term: Arc<AtomicU64>,
+    leader_clients: Arc<Mutex<BTreeMap<NodeId, raftwerkpb::peer_client::PeerClient<Channel>>>>,
+}
+
+impl Services {
+    pub fn new(node: NodeHandle, max_request_bytes: usize, peer_client_urls: PeerClientUrls) -> Self {
+        Services {
+            node,
+            max_request_bytes,
+            peer_client_urls,
+            term: Arc::new(AtomicU64::new(0)),
+            leader_clients: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+
+    fn header(&self, revision: i64) -> pb::ResponseHeader {
+        pb::ResponseHeader {
+            cluster_id: self.node.membership.cluster_id,
+            member_id: self.node.membership.member_id,
+            revision,
+            raft_term: self.term.load(Ordering::Relaxed),
+        }
+    }
+
+    fn check_size(&self, message: &impl prost::Message) -> Result<(), Status> {
+        if message.encoded_len() > self.max_request_bytes {
+            return Err(ServerError::RequestTooLarge.into());
+        }
+        Ok(())
+    }
+
+    /// Proposes at this node; the term it applied in goes to the header.
+    async fn propose_here(&self, command: Command) -> Result<CommandResponse, ServerError> {
+        let (response, term) = self.node.propose(command).await?;
+        self.term.fetch_max(term, Ordering::Relaxed);
+        Ok(response)
+    }
+
+    async fn leader_client(&self, leader: NodeId) -> Result<raftwerkpb::peer_client::PeerClient<Channel>, Status> {
+        if let Some(client) = self
+            .leader_clients
+            .lock()
+            .expect("client cache lock poisoned")
+            .get(&leader)
+        {
+            return Ok(client.clone());
+        }
+        let url = self
+            .node
+            .membership
+            .members
+            .iter()
+            .find(|(id, _, _)| *id == leader)
+            .and_then(|(_, _, urls)| urls.first().cloned())
+            .ok_or_else(|| Status::from(ServerError::NoLeader))?;
+        let client = transport::connect(&url)
+            .await
+            .map_err(|_| Status::from(ServerError::NoLeader))?;
+        self.leader_clients
+            .lock()
+            .expect("client cache lock poisoned")
+            .insert(leader, client.clone());
+        Ok(client)
+    }
+}
+
+fn unimplemented(what: &str) -> Status {
+    Status::unimplemented(format!("raftwerk: {what} is not implemented yet"))
+}
+
+fn unexpected(response: CommandResponse) -> Status {
+    Status::internal(format!("unexpected response {response:?}"))
+}
+
+/// Runs a write: here if this node leads, at the leader otherwise.
+macro_rules! write_rpc {
+    ($self:ident, $request:ident, $command:expr, $variant:ident, $convert:path, $forward:ident) => {{
+        $self.check_size(&$request)?;
+        match $self.propose_here($command).await {
+            Ok(CommandResponse::$variant(response)) => Ok(Response::new($convert(response, $self.header(0)))),
+            Ok(other) => Err(unexpected(other)),
+            Err(ServerError::NotLeader { leader }) => {
+                let mut client = $self.leader_client(leader).await?;
+                let result = client.$forward($request).await;
+                if result.is_err() {
+                    $self
+                        .leader_clients
+                        .lock()
+                        .expect("client cache lock poisoned")
+                        .remove(&leader);
+                }
+                result
+            }
+            Err(error) => Err(error.into()),
+        }
+    }};
+}
+
+#[tonic::async_trait]
+impl kv_server::Kv for Services {
+    async fn range(&self, request: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
+        let request = request.into_inner();
+        self.check_size(&request)?;
+        let range: RangeRequest = convert::range_request(request);
+        let response = self.node.range(range).await?;
+        Ok(Response::new(convert::range_response(response, self.header(0))))
+    }
+
+    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let request = request.into_inner();
+        write_rpc!(
+            self,
+            request,
+            Command::Put(convert::put_request(request.clone())),
+            Put,
+            convert::put_response,
+            put
+        )
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let request = request.into_inner();
+        write_rpc!(
+            self,
+            request,
+            Command::DeleteRange(convert::delete_request(request.clone())),
+            DeleteRange,
+            convert::delete_response,
+            delete_range
+        )
+    }
+
+    async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        let request = request.into_inner();
+        let txn = convert::txn_request(request.clone());
+        raftwerk_kv::store::check_txn_keys(&txn).map_err(ServerError::from)?;
+        write_rpc!(self, request, Command::Txn(txn), Txn, convert::txn_response, txn)
+    }
+
+    async fn compact(
+        &self,
+        request: Request<pb::CompactionRequest>,
+    ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let request = request.into_inner();
+        let compact = |_revision: i64, header: pb::ResponseHeader| pb::CompactionResponse { header: Some(header) };
+        self.check_size(&request)?;
+        match self
+            .propose_here(Command::Compact {
+                revision: request.revision,
+            })
+            .await
+        {
+            Ok(CommandResponse::Compact { revision }) => Ok(Response::new(compact(revision, self.header(revision)))),
+            Ok(other) => Err(unexpected(other)),
+            Err(ServerError::NotLeader { leader }) => self.leader_client(leader).await?.compact(request).await,
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl peer_server::Peer for Services {
+    async fn send(
+        &self,
+        request: Request<tonic::Streaming<raftwerkpb::MessageBatch>>,
+    ) -> Result<Response<raftwerkpb::SendSummary>, Status> {
+        let mut stream = request.into_inner();
+        let mut received = 0u64;
+        while let Some(batch) = stream.message().await? {
+            if batch.cluster_id != self.node.membership.cluster_id {
+                return Err(Status::permission_denied("raftwerk: peer belongs to another cluster"));
+            }
+            for bytes in batch.messages {
+                match message_codec::decode(&bytes) {
+                    Ok(message) => {
+                        if message.from != batch.from {
+                            continue;
+                        }
+                        if matches!(
+                            message.body,
+                            raftwerk_raft::MessageBody::Append { .. } | raftwerk_raft::MessageBody::Heartbeat { .. }
+                        ) {
+                            self.term.fetch_max(message.term, Ordering::Relaxed);
+                        }
+                        received += 1;
+                        self.node.deliver(message);
+                    }
+                    Err(error) => tracing::warn!(from = batch.from, %error, "dropping an undecodable peer message"),
+                }
+            }
+        }
+        Ok(Response::new(raftwerkpb::SendSummary { received }))
+    }
+
+    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let request = request.into_inner();
+        match self.propose_here(Command::Put(convert::put_request(request))).await? {
+            CommandResponse::Put(response) => Ok(Response::new(convert::put_response(response, self.header(0)))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let request = request.into_inner();
+        match self
+            .propose_here(Command::DeleteRange(convert::delete_request(request)))
+            .await?
+        {
+            CommandResponse::DeleteRange(response) => {
+                Ok(Response::new(convert::delete_response(response, self.header(0))))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        let request = request.into_inner();
+        match self.propose_here(Command::Txn(convert::txn_request(request))).await? {
+            CommandResponse::Txn(response) => Ok(Response::new(convert::txn_response(response, self.header(0)))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn compact(
+        &self,
+        request: Request<pb::CompactionRequest>,
+    ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let revision = request.into_inner().revision;
+        match self.propose_here(Command::Compact { revision }).await? {
+            CommandResponse::Compact { revision } => Ok(Response::new(pb::CompactionResponse {
+                header: Some(self.header(revision)),
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn identify(
+        &self,
+        _request: Request<raftwerkpb::IdentifyRequest>,
+    ) -> Result<Response<raftwerkpb::IdentifyResponse>, Status> {
+        let membership = &self.node.membership;
+        Ok(Response::new(raftwerkpb::IdentifyResponse {
+            cluster_id: membership.cluster_id,
+            member_id: membership.member_id,
+            name: membership.name.clone(),
+            client_urls: membership.client_urls.clone(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl maintenance_server::Maintenance for Services {
+    async fn alarm(&self, _request: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
+        let status = self.node.status().await?;
+        // raftwerk raises no alarms: the list is always empty.
+        Ok(Response::new(pb::AlarmResponse {
+            header: Some(self.header(status.revision)),
+            alarms: Vec::new(),
+        }))
+    }
+
+    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let status = self.node.status().await?;
+        self.term.fetch_max(status.term, Ordering::Relaxed);
+        Ok(Response::new(pb::StatusResponse {
+            header: Some(self.header(status.revision)),
+            version: ETCD_API_VERSION.to_string(),
+            db_size: status.db_size,
+            leader: status.leader,
+            raft_index: status.commit_index,
+            raft_term: status.term,
+            raft_applied_index: status.applied_index,
+            errors: Vec::new(),
+            db_size_in_use: status.db_size,
+            is_learner: status.is_learner,
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _request: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        Err(unimplemented("Defragment"))
+    }
+
+    async fn hash(&self, _request: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
+        Err(unimplemented("Hash"))
+    }
+
+    async fn hash_kv(&self, request: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
+        let revision = request.into_inner().revision;
+        // A CRC-32 of every key, value and revision at `revision`: equal on
+        // every member that has applied as far.
+        let response = self
+            .node
+            .range(RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                revision,
+                serializable: true,
+                ..RangeRequest::default()
+            })
+            .await?;
+        let mut hasher = Crc32::default();
+        for kv in &response.kvs {
+            hasher.update(&kv.key);
+            hasher.update(&kv.value);
+            hasher.update(&kv.mod_revision.to_le_bytes());
+        }
+        let status = self.node.status().await?;
+        Ok(Response::new(pb::HashKvResponse {
+            header: Some(self.header(status.revision)),
+            hash: hasher.finish(),
+            compact_revision: 0,
+        }))
+    }
+
+    type SnapshotStream = tonic::codegen::tokio_stream::Empty<Result<pb::SnapshotResponse, Status>>;
+
+    async fn snapshot(&self, _request: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(unimplemented("Snapshot"))
+    }
+
+    async fn move_leader(
+        &self,
+        request: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        self.node.move_leader(request.into_inner().target_id).await?;
+        Ok(Response::new(pb::MoveLeaderResponse {
+            header: Some(self.header(0)),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl cluster_server::Cluster for Services {
+    async fn member_add(
+        &self,
+        _request: Request<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        Err(unimplemented("MemberAdd"))
+    }
+
+    async fn member_remove(
+        &self,
+        _request: Request<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        Err(unimplemented("MemberRemove"))
+    }
+
+    async fn member_update(
+        &self,
+        _request: Request<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        Err(unimplemented("MemberUpdate"))
+    }
+
+    async fn member_list(
+        &self,
+        _request: Request<pb::MemberListRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        let membership = &self.node.membership;
+        let known = self
+            .peer_client_urls
+            .lock()
+            .expect("client URL map lock poisoned")
+            .clone();
+        let members = membership
+            .members
+            .iter()
+            .map(|(id, name, peer_urls)| pb::Member {
+                id: *id,
+                name: name.clone(),
+                peer_ur_ls: peer_urls.clone(),
+                client_ur_ls: if *id == membership.member_id {
+                    membership.client_urls.clone()
+                } else {
+                    known.get(id).cloned().unwrap_or_default()
+                },
+                is_learner: false,
+            })
+            .collect();
+        Ok(Response::new(pb::MemberListResponse {
+            header: Some(self.header(0)),
+            members,
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        _request: Request<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        Err(unimplemented("MemberPromote"))
+    }
+}
+
+/// CRC-32 (IEEE) for HashKV.
+#[derive(Default)]
+struct Crc32 {
+    value: u32,
+}
+
+impl Crc32 {
+    fn update(&mut self, bytes: &[u8]) {
+        let mut crc = !self.value;
+        for byte in bytes {
+            crc ^= u32::from(*byte);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        self.value = !crc;
+    }
+
+    fn finish(&self) -> u32 {
+        self.value
+    }
+}

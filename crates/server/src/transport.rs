@@ -1,0 +1,156 @@
+//! Peer transport: one long-lived gRPC stream per peer carrying batches of
+//! encoded messages, reconnecting with backoff. Each peer has a bounded
+//! queue: a slow or unreachable peer never blocks the others nor grows
+//! memory; its messages are dropped and the core retries (RELIABILITY:
+//! bound everything).
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use raftwerk_proto::raftwerkpb::peer_client::PeerClient;
+use raftwerk_proto::raftwerkpb::{IdentifyRequest, MessageBatch};
+use raftwerk_raft::{Message, NodeId};
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+
+use crate::message_codec;
+use crate::node::Membership;
+
+/// Messages queued per peer; beyond, new ones are dropped.
+const PEER_QUEUE_MAX: usize = 4096;
+/// Messages per batch on the stream.
+const BATCH_MESSAGES_MAX: usize = 256;
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Client URLs peers reported about themselves (for MemberList).
+pub type PeerClientUrls = Arc<Mutex<BTreeMap<NodeId, Vec<String>>>>;
+
+/// The sending side, owned by the node task.
+pub struct Transport {
+    queues: BTreeMap<NodeId, mpsc::Sender<Message>>,
+}
+
+impl Transport {
+    /// Starts one sender task per other member.
+    pub fn start(membership: &Membership, client_urls: PeerClientUrls) -> Transport {
+        let mut queues = BTreeMap::new();
+        for (id, _, urls) in &membership.members {
+            if *id == membership.member_id {
+                continue;
+            }
+            let Some(url) = urls.first().cloned() else {
+                continue;
+            };
+            let (sender, receiver) = mpsc::channel(PEER_QUEUE_MAX);
+            queues.insert(*id, sender);
+            tokio::spawn(peer_loop(
+                *id,
+                url,
+                receiver,
+                membership.cluster_id,
+                membership.member_id,
+                client_urls.clone(),
+            ));
+        }
+        Transport { queues }
+    }
+
+    /// Queues a message for its peer; dropped if the queue is full.
+    pub fn send(&self, message: Message) {
+        if let Some(queue) = self.queues.get(&message.to) {
+            let _ = queue.try_send(message);
+        }
+    }
+}
+
+/// Connects to `url` (within a timeout).
+///
+/// # Errors
+/// When the peer cannot be reached.
+pub async fn connect(url: &str) -> Result<PeerClient<Channel>, String> {
+    let endpoint = Channel::from_shared(url.to_string())
+        .map_err(|error| error.to_string())?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    let channel = endpoint.connect().await.map_err(|error| error.to_string())?;
+    Ok(PeerClient::new(channel).max_decoding_message_size(64 << 20))
+}
+
+struct BatchStream(mpsc::Receiver<MessageBatch>);
+
+impl tonic::codegen::tokio_stream::Stream for BatchStream {
+    type Item = MessageBatch;
+
+    fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<MessageBatch>> {
+        self.0.poll_recv(context)
+    }
+}
+
+async fn peer_loop(
+    peer: NodeId,
+    url: String,
+    mut queue: mpsc::Receiver<Message>,
+    cluster_id: u64,
+    from: NodeId,
+    client_urls: PeerClientUrls,
+) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let mut client = match connect(&url).await {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::debug!(peer = format_args!("{peer:x}"), %url, %error, "peer unreachable");
+                // Messages for an unreachable peer are dropped: the core
+                // retries what matters.
+                while queue.try_recv().is_ok() {}
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        backoff = BACKOFF_MIN;
+        if let Ok(identity) = client.identify(IdentifyRequest {}).await {
+            let identity = identity.into_inner();
+            if identity.cluster_id != cluster_id {
+                tracing::error!(peer = %url, "peer belongs to another cluster; not sending to it");
+                tokio::time::sleep(BACKOFF_MAX).await;
+                continue;
+            }
+            client_urls
+                .lock()
+                .expect("client URL map lock poisoned")
+                .insert(peer, identity.client_urls);
+        }
+        let (batches, stream) = mpsc::channel::<MessageBatch>(64);
+        let mut call = tokio::spawn(async move { client.send(BatchStream(stream)).await });
+        loop {
+            tokio::select! {
+                message = queue.recv() => {
+                    let Some(message) = message else { return };
+                    let mut encoded = Vec::with_capacity(BATCH_MESSAGES_MAX.min(16));
+                    let mut bytes = Vec::new();
+                    message_codec::encode(&message, &mut bytes);
+                    encoded.push(bytes);
+                    while encoded.len() < BATCH_MESSAGES_MAX {
+                        let Ok(message) = queue.try_recv() else { break };
+                        let mut bytes = Vec::new();
+                        message_codec::encode(&message, &mut bytes);
+                        encoded.push(bytes);
+                    }
+                    let batch = MessageBatch { cluster_id, from, messages: encoded };
+                    if batches.send(batch).await.is_err() {
+                        break;
+                    }
+                }
+                _ = &mut call => break,
+            }
+        }
+        tracing::debug!(peer = format_args!("{peer:x}"), "peer stream ended; reconnecting");
+        call.abort();
+    }
+}
