@@ -1,5 +1,6 @@
 //! `raftwerk playground --nodes N`: separate node processes on free
-//! loopback ports, data under one folder, stopped together on Ctrl-C.
+//! loopback ports, data under one folder, stopped together on Ctrl-C or
+//! SIGTERM (or when one of them exits).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -80,8 +81,16 @@ pub async fn run(nodes: u16, dir: PathBuf) -> ExitCode {
     println!("  etcdctl --endpoints={} endpoint status -w table", endpoints.join(","));
     println!("Ctrl-C stops every node.");
     let mut exited = None;
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            eprintln!("raftwerk playground: cannot watch SIGTERM: {error}");
+            return ExitCode::from(1);
+        }
+    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
         status = async {
             loop {
                 for (at, child) in children.iter_mut().enumerate() {

@@ -1,0 +1,467 @@
+//! Real `raftwerk` processes on free loopback ports, driven by `etcdctl`
+//! (Debian package `etcd-client`, installed by `.ci/run`): the outputs etcd
+//! would give, leader failure without losing acknowledged writes, restarts,
+//! and etcd's errors for bad input. Every wait is bounded; every process is
+//! killed when its test ends.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WAIT_MAX: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
+
+struct Node {
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// A cluster of node processes; killed on drop.
+struct Cluster {
+    nodes: Vec<Node>,
+    initial_cluster: String,
+    token: String,
+    _dir: TempDir,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+impl Cluster {
+    fn start(size: usize, test: &str) -> Cluster {
+        let dir = std::env::temp_dir().join(format!("raftwerk-it-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("test directory");
+        let nodes: Vec<Node> = (1..=size)
+            .map(|at| Node {
+                name: format!("n{at}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                data_dir: dir.join(format!("n{at}")),
+                child: None,
+            })
+            .collect();
+        let initial_cluster = nodes
+            .iter()
+            .map(|node| format!("{}=http://127.0.0.1:{}", node.name, node.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            nodes,
+            initial_cluster,
+            token: format!("it-{test}"),
+            _dir: TempDir(dir),
+        };
+        for at in 0..size {
+            cluster.launch(at);
+        }
+        cluster.wait_for_leader();
+        cluster
+    }
+
+    fn launch(&mut self, at: usize) {
+        let node = &self.nodes[at];
+        let client = format!("http://127.0.0.1:{}", node.client_port);
+        let peer = format!("http://127.0.0.1:{}", node.peer_port);
+        let child = Command::new(env!("CARGO_BIN_EXE_raftwerk"))
+            .args(["--name", &node.name])
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args([
+                "--initial-cluster",
+                &self.initial_cluster,
+                "--initial-cluster-token",
+                &self.token,
+            ])
+            .args([
+                "--heartbeat-interval",
+                "50",
+                "--election-timeout",
+                "500",
+                "--snapshot-count",
+                "50",
+            ])
+            .args(["--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start raftwerk");
+        self.nodes[at].child = Some(child);
+    }
+
+    fn kill(&mut self, at: usize) {
+        if let Some(mut child) = self.nodes[at].child.take() {
+            child.kill().expect("kill -9");
+            child.wait().expect("reap");
+        }
+    }
+
+    fn endpoint(&self, at: usize) -> String {
+        format!("127.0.0.1:{}", self.nodes[at].client_port)
+    }
+
+    fn endpoints(&self) -> String {
+        (0..self.nodes.len())
+            .filter(|at| self.nodes[*at].child.is_some())
+            .map(|at| self.endpoint(at))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The position of the node that reports itself leader, waiting for one.
+    fn wait_for_leader(&self) -> usize {
+        let started = Instant::now();
+        while started.elapsed() < WAIT_MAX {
+            for at in 0..self.nodes.len() {
+                if self.nodes[at].child.is_none() {
+                    continue;
+                }
+                let out = etcdctl(&self.endpoint(at), &["endpoint", "status", "-w", "fields"]);
+                let field = |name: &str| {
+                    out.stdout
+                        .lines()
+                        .find(|line| line.starts_with(&format!("\"{name}\" :")))
+                        .map(|line| line.rsplit(':').next().unwrap_or("").trim().to_string())
+                };
+                if out.ok && field("MemberID").is_some() && field("MemberID") == field("Leader") {
+                    return at;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("no leader within {WAIT_MAX:?}");
+    }
+}
+
+struct Output {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `etcdctl` against `endpoints` (bounded by a 10 s timeout).
+fn etcdctl(endpoints: &str, args: &[&str]) -> Output {
+    let output = Command::new("timeout")
+        .arg("10")
+        .arg("etcdctl")
+        .arg(format!("--endpoints={endpoints}"))
+        .args(["--command-timeout=5s", "--dial-timeout=2s"])
+        .args(args)
+        .env("ETCDCTL_API", "3")
+        .output()
+        .expect("etcdctl is installed (Debian package etcd-client; .ci/run installs it)");
+    Output {
+        ok: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// `etcdctl` with `input` on its standard input.
+fn etcdctl_with_input(endpoints: &str, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new("timeout")
+        .arg("10")
+        .arg("etcdctl")
+        .arg(format!("--endpoints={endpoints}"))
+        .args(args)
+        .env("ETCDCTL_API", "3")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("etcdctl is installed (Debian package etcd-client; .ci/run installs it)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    let output = child.wait_with_output().expect("etcdctl output");
+    Output {
+        ok: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// `etcdctl` that must succeed, retried while the cluster settles.
+fn ok(endpoints: &str, args: &[&str]) -> String {
+    let started = Instant::now();
+    loop {
+        let out = etcdctl(endpoints, args);
+        if out.ok {
+            return out.stdout;
+        }
+        assert!(
+            started.elapsed() < WAIT_MAX,
+            "etcdctl {args:?} kept failing: {}",
+            out.stderr
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn etcdctl_sees_etcd_semantics_on_a_three_node_cluster() {
+    let cluster = Cluster::start(3, "semantics");
+    let all = cluster.endpoints();
+    assert_eq!(ok(&all, &["put", "foo", "bar"]).trim(), "OK");
+    for at in 0..3 {
+        // Any member serves reads and forwards writes.
+        assert_eq!(ok(&cluster.endpoint(at), &["get", "foo"]), "foo\nbar\n");
+        ok(
+            &cluster.endpoint(at),
+            &["put", &format!("dir/k{at}"), &format!("v{at}")],
+        );
+    }
+    assert_eq!(
+        ok(&all, &["get", "dir/", "--prefix", "--keys-only"]),
+        "dir/k0\n\ndir/k1\n\ndir/k2\n\n"
+    );
+    let counted = ok(&all, &["get", "dir/", "--prefix", "--limit=1", "-w", "fields"]);
+    assert!(
+        counted.contains("\"Count\" : 3") && counted.contains("\"More\" : true"),
+        "{counted}"
+    );
+    assert_eq!(ok(&all, &["get", "missing"]), "", "a missing key is an empty answer");
+    assert_eq!(ok(&all, &["del", "dir/k1"]).trim(), "1");
+    assert_eq!(
+        ok(&all, &["get", "dir/", "--prefix", "--keys-only"]),
+        "dir/k0\n\ndir/k2\n\n"
+    );
+
+    // Transactions: the compare picks the branch.
+    let txn = |input: &str| {
+        let mut child = Command::new("timeout")
+            .args(["10", "etcdctl", &format!("--endpoints={all}"), "txn"])
+            .env("ETCDCTL_API", "3")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("etcdctl txn");
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let output = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let success = txn("value(\"foo\") = \"bar\"\n\nput foo baz\n\nput other x\n\n");
+    assert!(success.starts_with("SUCCESS"), "{success}");
+    let failure = txn("value(\"foo\") = \"bar\"\n\nput foo never\n\nput fallback yes\n\n");
+    assert!(failure.starts_with("FAILURE"), "{failure}");
+    assert_eq!(ok(&all, &["get", "foo", "--print-value-only"]), "baz\n");
+    assert_eq!(ok(&all, &["get", "fallback", "--print-value-only"]), "yes\n");
+
+    // Revisions, history and compaction.
+    let revision_of = |key: &str| -> i64 {
+        let fields = ok(&all, &["get", key, "-w", "fields"]);
+        let line = fields
+            .lines()
+            .find(|line| line.starts_with("\"ModRevision\""))
+            .expect("mod revision");
+        line.rsplit(':').next().unwrap().trim().parse().unwrap()
+    };
+    let old = revision_of("foo");
+    ok(&all, &["put", "foo", "newer"]);
+    assert_eq!(
+        ok(&all, &["get", "foo", "--print-value-only", &format!("--rev={old}")]),
+        "baz\n"
+    );
+    let compacted = ok(&all, &["compact", &(old + 1).to_string()]);
+    assert!(
+        compacted.contains(&format!("compacted revision {}", old + 1)),
+        "{compacted}"
+    );
+    let too_old = etcdctl(&all, &["get", "foo", &format!("--rev={old}")]);
+    assert!(!too_old.ok);
+    assert!(
+        too_old.stderr.contains("required revision has been compacted"),
+        "{}",
+        too_old.stderr
+    );
+    let future = etcdctl(&all, &["get", "foo", "--rev=100000"]);
+    assert!(
+        future.stderr.contains("required revision is a future revision"),
+        "{}",
+        future.stderr
+    );
+
+    // Status and membership as etcd reports them.
+    let status = ok(&all, &["endpoint", "status", "-w", "table"]);
+    assert_eq!(
+        status.matches("| true ").count() + status.matches("|      true |").count() >= 1,
+        true,
+        "{status}"
+    );
+    let members = ok(&all, &["member", "list"]);
+    for node in &cluster.nodes {
+        assert!(members.contains(&node.name), "{members}");
+    }
+}
+
+#[test]
+fn bad_requests_get_etcds_errors_and_change_nothing() {
+    let cluster = Cluster::start(1, "errors");
+    let endpoint = cluster.endpoint(0);
+    ok(&endpoint, &["put", "k", "v"]);
+    // A 1.7 MB value (over the default 1.5 MiB --max-request-bytes, under
+    // etcdctl's own 2 MiB send limit), read
+    // from standard input as etcdctl allows.
+    let too_large = etcdctl_with_input(&endpoint, &["put", "big"], &"x".repeat(1_700_000));
+    assert!(!too_large.ok);
+    assert!(
+        too_large.stderr.contains("request is too large"),
+        "{}",
+        too_large.stderr
+    );
+    let mut child = Command::new("timeout")
+        .args(["10", "etcdctl", &format!("--endpoints={endpoint}"), "txn"])
+        .env("ETCDCTL_API", "3")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("etcdctl txn");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"\nput dup 1\nput dup 2\n\n\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("duplicate key given in txn request"), "{stderr}");
+    assert_eq!(ok(&endpoint, &["get", "dup"]), "", "nothing was written");
+    assert_eq!(ok(&endpoint, &["get", "big"]), "");
+    assert_eq!(ok(&endpoint, &["get", "k", "--print-value-only"]), "v\n");
+}
+
+#[test]
+fn killing_the_leader_loses_no_acknowledged_write_and_restarts_catch_up() {
+    let mut cluster = Cluster::start(3, "failover");
+    for at in 0..20 {
+        ok(
+            &cluster.endpoints(),
+            &["put", &format!("key{at:02}"), &format!("value{at}")],
+        );
+    }
+    let leader = cluster.wait_for_leader();
+    cluster.kill(leader);
+    let new_leader = cluster.wait_for_leader();
+    assert_ne!(new_leader, leader, "a new leader was elected");
+    // Every acknowledged write is there, and the cluster takes new ones.
+    let survivors = cluster.endpoints();
+    let keys = ok(&survivors, &["get", "key", "--prefix", "--keys-only"]);
+    assert_eq!(keys.lines().filter(|line| !line.is_empty()).count(), 20, "{keys}");
+    for at in 20..120 {
+        ok(&survivors, &["put", &format!("key{at:03}"), "after"]);
+    }
+    // The killed node restarts with its data dir and catches up (by
+    // snapshot: the others compacted past it, --snapshot-count 50).
+    cluster.launch(leader);
+    let started = Instant::now();
+    loop {
+        let out = etcdctl(
+            &cluster.endpoint(leader),
+            &["get", "key", "--prefix", "--keys-only", "--consistency=s"],
+        );
+        let count = out.stdout.lines().filter(|line| !line.is_empty()).count();
+        if out.ok && count == 120 {
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT_MAX,
+            "the restarted node did not catch up ({count} keys)"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_whole_cluster_restart_keeps_every_key() {
+    let mut cluster = Cluster::start(3, "restart");
+    for at in 0..30 {
+        ok(&cluster.endpoints(), &["put", &format!("persist{at:02}"), "v"]);
+    }
+    for at in 0..3 {
+        cluster.kill(at);
+    }
+    for at in 0..3 {
+        cluster.launch(at);
+    }
+    cluster.wait_for_leader();
+    let keys = ok(&cluster.endpoints(), &["get", "persist", "--prefix", "--keys-only"]);
+    assert_eq!(keys.lines().filter(|line| !line.is_empty()).count(), 30, "{keys}");
+}
+
+#[test]
+fn wrong_flags_exit_with_code_2_and_a_clear_message() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_raftwerk"))
+            .args(args)
+            .output()
+            .expect("run raftwerk")
+    };
+    let unknown = run(&["--no-such-flag"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    let conflicting = run(&["--name", "a", "--initial-cluster", "b=http://127.0.0.1:1"]);
+    assert_eq!(conflicting.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&conflicting.stderr).contains("no entry for this member"));
+    let bad_timeout = run(&["--heartbeat-interval", "100", "--election-timeout", "200"]);
+    assert_eq!(bad_timeout.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_timeout.stderr).contains("--election-timeout"));
+}
+
+#[test]
+fn a_data_dir_of_another_cluster_is_refused() {
+    let cluster = Cluster::start(1, "foreign");
+    let data_dir: &Path = &cluster.nodes[0].data_dir;
+    let port = free_port();
+    let peer = free_port();
+    let output = Command::new("timeout")
+        .arg("20")
+        .arg(env!("CARGO_BIN_EXE_raftwerk"))
+        .args(["--name", "other"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen-client-urls", &format!("http://127.0.0.1:{port}")])
+        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .output()
+        .expect("run raftwerk");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("belongs to another cluster") || stderr.contains("in use by another process"),
+        "{stderr}"
+    );
+}
