@@ -340,7 +340,7 @@ impl Node {
     }
 
     /// One ready: persist, send, apply, answer.
-    fn process(&mut self, ready: Ready) {
+    fn process(&mut self, mut ready: Ready) {
         if let Some(soft) = ready.soft_state {
             if soft.leader != self.last_leader {
                 tracing::info!(
@@ -360,6 +360,12 @@ impl Node {
                 }
             }
         }
+        // Messages never depend on unpersisted state (the core holds back
+        // those that do), so they leave first: the leader's appends reach
+        // followers while its own write is in flight (§10.2.1).
+        for message in std::mem::take(&mut ready.messages) {
+            self.transport.send(message);
+        }
         if ready.must_persist() {
             if let Err(error) = self.persist(&ready) {
                 tracing::error!(name = %self.membership.name, %error, "writing the WAL failed; stopping");
@@ -372,9 +378,6 @@ impl Node {
                     std::process::exit(1);
                 }
             }
-        }
-        for message in ready.messages {
-            self.transport.send(message);
         }
         if !ready.committed_entries.is_empty() {
             self.apply(&ready.committed_entries);
