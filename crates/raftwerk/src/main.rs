@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use raftwerk_server::config::parse_initial_cluster;
 use raftwerk_server::ServerConfig;
 
+mod bench;
 mod playground;
 
 /// etcd-compatible flags; each also reads a `RAFTWERK_*` environment
@@ -85,6 +86,26 @@ enum Commands {
         #[arg(long, default_value = "raftwerk-playground")]
         dir: PathBuf,
     },
+    /// Load a cluster (raftwerk or etcd) through etcd's v3 API.
+    Bench {
+        /// Client endpoints, comma-separated.
+        #[arg(long, default_value = "127.0.0.1:2379")]
+        endpoints: String,
+        /// Concurrent clients, each with one request outstanding.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Requests in all.
+        #[arg(long, default_value_t = 100_000)]
+        requests: u64,
+        #[arg(long, value_enum, default_value_t = bench::Kind::Put)]
+        kind: bench::Kind,
+        /// Value size of puts (and of the key ranges read).
+        #[arg(long, default_value_t = 64)]
+        value_bytes: usize,
+        /// Serializable ranges (served locally) instead of linearizable.
+        #[arg(long)]
+        serializable: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -126,8 +147,33 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    if let Some(Commands::Playground { nodes, dir }) = &cli.command {
-        return runtime.block_on(playground::run(*nodes, dir.clone()));
+    match &cli.command {
+        Some(Commands::Playground { nodes, dir }) => return runtime.block_on(playground::run(*nodes, dir.clone())),
+        Some(Commands::Bench {
+            endpoints,
+            clients,
+            requests,
+            kind,
+            value_bytes,
+            serializable,
+        }) => {
+            let endpoints = split(endpoints);
+            return match runtime.block_on(bench::run(
+                &endpoints,
+                *clients,
+                *requests,
+                *kind,
+                *value_bytes,
+                *serializable,
+            )) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("raftwerk bench: {error}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+        None => {}
     }
     let advertise_peer = split(&cli.initial_advertise_peer_urls);
     let initial_cluster = match &cli.initial_cluster {
