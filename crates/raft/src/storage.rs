@@ -171,6 +171,45 @@ pub trait LogStore: Storage {
     fn sync(&mut self) -> Result<(), StorageError>;
 }
 
+/// The whole data of the stored snapshot at `index`, read chunk by chunk
+/// (restoring a state machine from it).
+///
+/// # Errors
+/// What `Storage::snapshot_chunk` reports.
+pub fn read_snapshot<S: Storage + ?Sized>(storage: &S, index: Index) -> Result<Vec<u8>, StorageError> {
+    const CHUNK_BYTES: u64 = 4 << 20;
+    let mut data = Vec::new();
+    loop {
+        let chunk = storage.snapshot_chunk(index, data.len() as u64, CHUNK_BYTES)?;
+        data.extend_from_slice(&chunk.data);
+        if chunk.last {
+            return Ok(data);
+        }
+        if chunk.data.is_empty() {
+            return Err(StorageError::Io(format!(
+                "snapshot {index} ended early at {} bytes",
+                data.len()
+            )));
+        }
+    }
+}
+
+/// What every store checks before making a snapshot the stored one: its
+/// metadata is valid and it is newer than `stored_index`.
+///
+/// # Errors
+/// `InvalidSnapshot` or `SnapshotNotNewer`.
+pub fn check_snapshot_to_store(meta: &SnapshotMeta, stored_index: Index) -> Result<(), StorageError> {
+    meta.configuration.validate().map_err(StorageError::InvalidSnapshot)?;
+    if meta.index <= stored_index {
+        return Err(StorageError::SnapshotNotNewer {
+            index: meta.index,
+            stored_index,
+        });
+    }
+    Ok(())
+}
+
 /// Pending snapshots a store keeps at once (see `write_snapshot_chunk`).
 pub const PENDING_SNAPSHOTS_MAX: usize = 4;
 
@@ -335,14 +374,7 @@ impl MemStorage {
     }
 
     fn promote_pending(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
-        meta.configuration.validate().map_err(StorageError::InvalidSnapshot)?;
-        let stored_index = self.snapshot.as_ref().map_or(0, |(stored, _)| stored.index);
-        if meta.index <= stored_index {
-            return Err(StorageError::SnapshotNotNewer {
-                index: meta.index,
-                stored_index,
-            });
-        }
+        check_snapshot_to_store(meta, self.snapshot.as_ref().map_or(0, |(stored, _)| stored.index))?;
         let Some(at) = self
             .pending
             .iter()

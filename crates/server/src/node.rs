@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use raftwerk_kv::{decode_command, encode_command, Command, CommandResponse, KvStore, RangeRequest, RangeResponse};
+use raftwerk_raft::storage::read_snapshot;
 use raftwerk_raft::{
     Config, EntryKind, LogStore, Message, NodeId, ProposeError, Raft, ReadError, Ready, Role, Storage,
 };
@@ -494,17 +495,6 @@ impl Node {
         self.last_snapshot_index = applied;
         tracing::info!(name = %self.membership.name, index = applied, compacted = compact_index, "snapshot taken");
         Ok(())
-    }
-}
-
-fn read_snapshot(wal: &Wal<RealFs>, index: u64) -> Result<Vec<u8>, raftwerk_raft::StorageError> {
-    let mut data = Vec::new();
-    loop {
-        let chunk = wal.snapshot_chunk(index, data.len() as u64, 4 << 20)?;
-        data.extend_from_slice(&chunk.data);
-        if chunk.last {
-            return Ok(data);
-        }
     }
 }
 

@@ -66,14 +66,7 @@ impl NodeStorage {
     /// # Errors
     /// When storage cannot read it.
     pub fn snapshot_data(&self, index: Index) -> Result<Vec<u8>, StorageError> {
-        let mut data = Vec::new();
-        loop {
-            let chunk = self.snapshot_chunk(index, data.len() as u64, 1 << 20)?;
-            data.extend_from_slice(&chunk.data);
-            if chunk.last {
-                return Ok(data);
-            }
-        }
+        raftwerk_raft::storage::read_snapshot(self, index)
     }
 }
 

@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use raftwerk_raft::storage::PENDING_SNAPSHOTS_MAX;
+use raftwerk_raft::storage::{check_snapshot_to_store, PENDING_SNAPSHOTS_MAX};
 use raftwerk_raft::{Entry, HardState, Index, LogStore, SnapshotChunk, SnapshotMeta, Storage, StorageError, Term};
 
 use crate::errors::WalError;
@@ -540,14 +540,7 @@ impl<FS: FileSystem> Wal<FS> {
     /// durable under its final name, and records it.
     fn promote_pending(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
         self.check_usable()?;
-        meta.configuration.validate().map_err(StorageError::InvalidSnapshot)?;
-        let stored_index = self.snapshot.as_ref().map_or(0, |snapshot| snapshot.meta.index);
-        if meta.index <= stored_index {
-            return Err(StorageError::SnapshotNotNewer {
-                index: meta.index,
-                stored_index,
-            });
-        }
+        check_snapshot_to_store(meta, self.snapshot.as_ref().map_or(0, |snapshot| snapshot.meta.index))?;
         let Some(at) = self
             .pending
             .iter()
