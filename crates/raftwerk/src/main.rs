@@ -67,6 +67,10 @@ struct Cli {
     /// Applied entries between snapshots (after which the log is compacted).
     #[arg(long, env = "RAFTWERK_SNAPSHOT_COUNT", default_value_t = 100_000)]
     snapshot_count: u64,
+    /// Entries kept below a snapshot for slow followers when the log is
+    /// compacted.
+    #[arg(long, env = "RAFTWERK_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = 5000)]
+    experimental_snapshot_catchup_entries: u64,
     /// Largest client request accepted, in bytes.
     #[arg(long, env = "RAFTWERK_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
     max_request_bytes: usize,
@@ -202,6 +206,7 @@ fn main() -> ExitCode {
         heartbeat_interval_ms: cli.heartbeat_interval,
         election_timeout_ms: cli.election_timeout,
         snapshot_count: cli.snapshot_count,
+        snapshot_catchup_entries: cli.experimental_snapshot_catchup_entries,
         max_request_bytes: cli.max_request_bytes,
     };
     if let Err(error) = config.validate() {

@@ -22,6 +22,9 @@ pub struct ServerConfig {
     pub heartbeat_interval_ms: u64,
     pub election_timeout_ms: u64,
     pub snapshot_count: u64,
+    /// Entries kept below a snapshot when compacting, for followers that
+    /// are slightly behind (etcd's snapshot catch-up entries).
+    pub snapshot_catchup_entries: u64,
     pub max_request_bytes: usize,
 }
 

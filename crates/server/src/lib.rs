@@ -41,6 +41,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
         heartbeat_interval: std::time::Duration::from_millis(config.heartbeat_interval_ms),
         election_ticks: (config.election_timeout_ms / config.heartbeat_interval_ms).max(2),
         snapshot_count: config.snapshot_count,
+        snapshot_catchup_entries: config.snapshot_catchup_entries,
         request_timeout: std::time::Duration::from_millis((config.election_timeout_ms * 5).max(5000)),
     };
     let urls = peer_client_urls.clone();

@@ -49,6 +49,7 @@ pub struct NodeOptions {
     pub heartbeat_interval: Duration,
     pub election_ticks: u64,
     pub snapshot_count: u64,
+    pub snapshot_catchup_entries: u64,
     pub request_timeout: Duration,
 }
 
@@ -208,6 +209,7 @@ impl Node {
         config.election_ticks = options.election_ticks;
         config.heartbeat_ticks = 1;
         config.applied = kv.applied_index();
+        config.compaction_tail_entries = options.snapshot_catchup_entries;
         config.seed = membership.member_id ^ kv.applied_index();
         let raft = Raft::new(config, wal)?;
         let last_snapshot_index = raft.snapshot_index();
