@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -93,9 +94,16 @@ pub struct NodeHandle {
     kv: Arc<RwLock<KvStore>>,
     pub membership: Arc<Membership>,
     request_timeout: Duration,
+    /// The node's current term (for response headers).
+    term: Arc<AtomicU64>,
 }
 
 impl NodeHandle {
+    /// The term this node is in.
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::Relaxed)
+    }
+
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Input) -> Result<T, ServerError> {
         let (reply, answer) = oneshot::channel();
         self.inputs.try_send(make(reply)).map_err(|error| match error {
@@ -163,6 +171,7 @@ pub struct Node {
     reads_confirmed: Vec<(u64, oneshot::Sender<Result<(), ServerError>>)>,
     last_snapshot_index: u64,
     last_leader: NodeId,
+    term: Arc<AtomicU64>,
 }
 
 /// Why a node could not start.
@@ -216,11 +225,13 @@ impl Node {
         let kv = Arc::new(RwLock::new(kv));
         let membership = Arc::new(membership);
         let (inputs, receiver) = mpsc::channel(INPUT_QUEUE_MAX);
+        let term = Arc::new(AtomicU64::new(raft.term()));
         let handle = NodeHandle {
             inputs,
             kv: kv.clone(),
             membership: membership.clone(),
             request_timeout: options.request_timeout,
+            term: term.clone(),
         };
         let transport = transport_for(handle.clone());
         let node = Node {
@@ -235,6 +246,7 @@ impl Node {
             reads_confirmed: Vec::new(),
             last_snapshot_index,
             last_leader: 0,
+            term,
         };
         tokio::spawn(node.run(receiver));
         Ok(handle)
@@ -345,6 +357,7 @@ impl Node {
     /// One ready: persist, send, apply, answer.
     fn process(&mut self, mut ready: Ready) {
         if let Some(soft) = ready.soft_state {
+            self.term.store(soft.term, Ordering::Relaxed);
             if soft.leader != self.last_leader {
                 tracing::info!(
                     name = %self.membership.name,

@@ -5,7 +5,6 @@
 //! node's key space; serializable reads are served locally at once.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use raftwerk_kv::{Command, CommandResponse, RangeRequest};
@@ -31,8 +30,6 @@ pub struct Services {
     pub node: NodeHandle,
     pub max_request_bytes: usize,
     pub peer_client_urls: PeerClientUrls,
-    /// The latest term this node saw (for response headers).
-    pub term: Arc<AtomicU64>,
     leader_clients: Arc<Mutex<BTreeMap<NodeId, raftwerkpb::peer_client::PeerClient<Channel>>>>,
 }
 
@@ -42,7 +39,6 @@ impl Services {
             node,
             max_request_bytes,
             peer_client_urls,
-            term: Arc::new(AtomicU64::new(0)),
             leader_clients: Arc::new(Mutex::new(BTreeMap::new())),
         }
     }
@@ -52,7 +48,7 @@ impl Services {
             cluster_id: self.node.membership.cluster_id,
             member_id: self.node.membership.member_id,
             revision,
-            raft_term: self.term.load(Ordering::Relaxed),
+            raft_term: self.node.term(),
         }
     }
 
@@ -63,10 +59,9 @@ impl Services {
         Ok(())
     }
 
-    /// Proposes at this node; the term it applied in goes to the header.
+    /// Proposes at this node.
     async fn propose_here(&self, command: Command) -> Result<CommandResponse, ServerError> {
-        let (response, term) = self.node.propose(command).await?;
-        self.term.fetch_max(term, Ordering::Relaxed);
+        let (response, _term) = self.node.propose(command).await?;
         Ok(response)
     }
 
@@ -213,12 +208,6 @@ impl peer_server::Peer for Services {
                         if message.from != batch.from {
                             continue;
                         }
-                        if matches!(
-                            message.body,
-                            raftwerk_raft::MessageBody::Append { .. } | raftwerk_raft::MessageBody::Heartbeat { .. }
-                        ) {
-                            self.term.fetch_max(message.term, Ordering::Relaxed);
-                        }
                         received += 1;
                         self.node.deliver(message);
                     }
@@ -301,7 +290,6 @@ impl maintenance_server::Maintenance for Services {
 
     async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
         let status = self.node.status().await?;
-        self.term.fetch_max(status.term, Ordering::Relaxed);
         Ok(Response::new(pb::StatusResponse {
             header: Some(self.header(status.revision)),
             version: ETCD_API_VERSION.to_string(),
