@@ -174,7 +174,6 @@ impl kv_server::Kv for Services {
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
         let request = request.into_inner();
-        let compact = |_revision: i64, header: pb::ResponseHeader| pb::CompactionResponse { header: Some(header) };
         self.check_size(&request)?;
         match self
             .propose_here(Command::Compact {
@@ -182,7 +181,9 @@ impl kv_server::Kv for Services {
             })
             .await
         {
-            Ok(CommandResponse::Compact { revision }) => Ok(Response::new(compact(revision, self.header(revision)))),
+            Ok(CommandResponse::Compact { revision }) => Ok(Response::new(pb::CompactionResponse {
+                header: Some(self.header(revision)),
+            })),
             Ok(other) => Err(unexpected(other)),
             Err(ServerError::NotLeader { leader }) => self.leader_client(leader).await?.compact(request).await,
             Err(error) => Err(error.into()),
