@@ -33,6 +33,9 @@ const META_COMPACT: &str = "compact_revision";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"RWKVSNP1";
 
 const TOMBSTONE: u8 = 1;
+/// redb's page cache: what the key space keeps in memory, whatever its size
+/// on disk.
+pub const CACHE_BYTES: usize = 64 << 20;
 
 /// One stored version: the row value is flags, create revision, version,
 /// lease, then the value bytes.
@@ -237,7 +240,7 @@ impl KvStore {
     /// # Errors
     /// When the file cannot be opened or is not a redb database.
     pub fn open(path: &Path) -> Result<Self, KvError> {
-        Self::from_database(Database::create(path)?)
+        Self::from_database(Database::builder().set_cache_size(CACHE_BYTES).create(path)?)
     }
 
     /// A store in memory (tests, simulations).

@@ -9,6 +9,7 @@ pub mod errors;
 pub mod message_codec;
 pub mod node;
 pub mod services;
+pub mod snapshot_io;
 pub mod transport;
 
 use std::sync::{Arc, Mutex};

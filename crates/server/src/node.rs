@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use raftwerk_kv::{decode_command, encode_command, Command, CommandResponse, KvStore, RangeRequest, RangeResponse};
-use raftwerk_raft::storage::read_snapshot;
 use raftwerk_raft::{
     Config, EntryKind, LogStore, Message, NodeId, ProposeError, Raft, ReadError, Ready, Role, Storage,
 };
@@ -24,6 +23,7 @@ use raftwerk_wal::{RealFs, Wal, WalOptions};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::errors::ServerError;
+use crate::snapshot_io::{SnapshotReader, SnapshotWriter};
 use crate::transport::Transport;
 
 /// Inputs queued for the node task; beyond this, clients get
@@ -209,8 +209,7 @@ impl Node {
             if kv.applied_index() < meta.index {
                 // The key space is behind the stored snapshot (it was
                 // installed, then the node stopped): restore it first.
-                let data = read_snapshot(&wal, meta.index)?;
-                kv.restore_snapshot(&mut data.as_slice())?;
+                kv.restore_snapshot(&mut SnapshotReader::new(&wal, meta.index))?;
             }
         }
         let voters: Vec<NodeId> = membership.members.iter().map(|(id, _, _)| *id).collect();
@@ -436,10 +435,9 @@ impl Node {
     }
 
     fn restore_key_space(&mut self, index: u64) -> Result<(), String> {
-        let data = read_snapshot(self.raft.storage(), index).map_err(|error| error.to_string())?;
+        let mut reader = SnapshotReader::new(self.raft.storage(), index);
         let mut kv = self.kv.write().expect("key space lock poisoned");
-        kv.restore_snapshot(&mut data.as_slice())
-            .map_err(|error| error.to_string())?;
+        kv.restore_snapshot(&mut reader).map_err(|error| error.to_string())?;
         self.last_snapshot_index = index;
         Ok(())
     }
@@ -488,16 +486,15 @@ impl Node {
 
     fn snapshot(&mut self, applied: u64) -> Result<(), String> {
         let meta = self.raft.snapshot_meta(applied).map_err(|error| error.to_string())?;
-        let mut data = Vec::new();
-        self.kv
-            .read()
-            .expect("key space lock poisoned")
-            .write_snapshot(&mut data)
-            .map_err(|error| error.to_string())?;
         let in_use = self.raft.snapshots_in_use();
+        let kv = self.kv.read().expect("key space lock poisoned");
         let wal = self.raft.storage_mut();
-        wal.write_snapshot_chunk(meta.index, meta.term, 0, &data)
-            .and_then(|()| wal.save_snapshot(&meta))
+        let mut writer = SnapshotWriter::new(wal, meta.index, meta.term);
+        kv.write_snapshot(&mut writer).map_err(|error| error.to_string())?;
+        drop(kv);
+        writer.finish().map_err(|error| error.to_string())?;
+        let wal = self.raft.storage_mut();
+        wal.save_snapshot(&meta)
             .and_then(|()| wal.retain_snapshots(&in_use))
             .map_err(|error| error.to_string())?;
         let compact_index = self.raft.compact_index();
