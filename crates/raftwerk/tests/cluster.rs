@@ -468,3 +468,60 @@ fn a_data_dir_of_another_cluster_is_refused() {
         "{stderr}"
     );
 }
+
+/// The same API through the Rust `etcd-client` crate: what application
+/// developers use.
+#[test]
+fn the_rust_etcd_client_works_unchanged() {
+    use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
+    let cluster = Cluster::start(3, "rust-client");
+    let endpoints: Vec<String> = (0..3).map(|at| cluster.endpoint(at)).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let run = async {
+            let mut client = Client::connect(&endpoints, None).await.expect("connect");
+            let put = client.put("app/a", "1", None).await.expect("put");
+            assert!(put.header().expect("header").revision() > 0);
+            client.put("app/b", "2", None).await.expect("put");
+            let got = client
+                .get("app/", Some(GetOptions::new().with_prefix()))
+                .await
+                .expect("get");
+            let pairs: Vec<(String, String)> = got
+                .kvs()
+                .iter()
+                .map(|kv| (kv.key_str().unwrap().to_string(), kv.value_str().unwrap().to_string()))
+                .collect();
+            assert_eq!(pairs, vec![("app/a".into(), "1".into()), ("app/b".into(), "2".into())]);
+            assert_eq!(got.count(), 2);
+            let txn = Txn::new()
+                .when(vec![Compare::value("app/a", CompareOp::Equal, "1")])
+                .and_then(vec![TxnOp::put("app/c", "3", None)])
+                .or_else(vec![TxnOp::put("app/never", "x", None)]);
+            assert!(client.txn(txn).await.expect("txn").succeeded());
+            let deleted = client.delete("app/b", None).await.expect("delete");
+            assert_eq!(deleted.deleted(), 1);
+            let revision = client.get("app/c", None).await.expect("get").kvs()[0].mod_revision();
+            client.put("app/c", "4", None).await.expect("put");
+            client.compact(revision + 1, None).await.expect("compact");
+            let error = client
+                .get("app/c", Some(GetOptions::new().with_revision(revision)))
+                .await
+                .expect_err("compacted");
+            assert!(
+                error.to_string().contains("required revision has been compacted"),
+                "{error}"
+            );
+            let status = client.status().await.expect("status");
+            assert!(status.leader() != 0);
+            let members = client.member_list().await.expect("member list");
+            assert_eq!(members.members().len(), 3);
+        };
+        tokio::time::timeout(WAIT_MAX, run)
+            .await
+            .expect("the client finished in time");
+    });
+}
