@@ -233,3 +233,14 @@ fn regression_late_chunks_of_a_superseded_transfer_are_ignored() {
     config.membership = true;
     run_or_panic(config);
 }
+
+/// With pre-vote and check-quorum both off, a removed member that never
+/// learnt of its removal deposed every new leader and the cluster never
+/// converged. Membership changes need one of the two (the defaults have
+/// both); the simulator keeps one on in membership runs.
+#[test]
+fn regression_removed_members_cannot_depose_leaders_with_pre_vote_or_check_quorum() {
+    let mut config = SimConfig::new(502660, 5, STEPS);
+    config.membership = true;
+    run_or_panic(config);
+}
