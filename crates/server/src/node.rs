@@ -171,6 +171,8 @@ pub struct Node {
     reads_confirmed: Vec<(u64, oneshot::Sender<Result<(), ServerError>>)>,
     last_snapshot_index: u64,
     last_leader: NodeId,
+    /// The leader the pending reads were asked of.
+    last_confirmed_leader: NodeId,
     term: Arc<AtomicU64>,
 }
 
@@ -245,6 +247,7 @@ impl Node {
             reads_confirmed: Vec::new(),
             last_snapshot_index,
             last_leader: 0,
+            last_confirmed_leader: 0,
             term,
         };
         tokio::spawn(node.run(receiver));
@@ -261,7 +264,13 @@ impl Node {
         );
         loop {
             tokio::select! {
-                _ = ticker.tick() => self.raft.tick(),
+                _ = ticker.tick() => {
+                    self.raft.tick();
+                    // Clients that gave up (timed out) leave nothing behind.
+                    self.proposals.retain(|_, reply| !reply.is_closed());
+                    self.reads_pending.retain(|_, reply| !reply.is_closed());
+                    self.reads_confirmed.retain(|(_, reply)| !reply.is_closed());
+                }
                 input = receiver.recv() => {
                     let Some(input) = input else { return };
                     self.handle(input);
@@ -373,6 +382,14 @@ impl Node {
                 for (_, reply) in std::mem::take(&mut self.proposals) {
                     let _ = reply.send(Err(ServerError::LeaderChanged));
                 }
+            }
+            // Reads waiting for a confirmation the core drops on a leader
+            // change would otherwise wait for ever.
+            if soft.leader != self.last_confirmed_leader {
+                for (_, reply) in std::mem::take(&mut self.reads_pending) {
+                    let _ = reply.send(Err(ServerError::LeaderChanged));
+                }
+                self.last_confirmed_leader = soft.leader;
             }
         }
         // Messages never depend on unpersisted state (the core holds back
