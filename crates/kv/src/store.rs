@@ -157,6 +157,9 @@ pub struct KvStore {
     applied_index: u64,
     revision: i64,
     compact_revision: i64,
+    /// Batches commit durably (fsync) — or not, when the log they come
+    /// from is durable elsewhere and replays them after a crash.
+    durable_commits: bool,
 }
 
 /// The state a write command works on inside a batch.
@@ -273,7 +276,31 @@ impl KvStore {
             applied_index,
             revision,
             compact_revision,
+            durable_commits: true,
         })
+    }
+
+    /// Whether `apply` makes each batch durable before returning. A server
+    /// whose WAL holds every applied entry turns this off: a crash then
+    /// loses the latest batches as a whole (data and applied index
+    /// together), and they are applied again from the log. `persist` makes
+    /// everything applied so far durable.
+    pub fn set_durable_commits(&mut self, durable: bool) {
+        self.durable_commits = durable;
+    }
+
+    /// Makes every batch applied so far durable.
+    ///
+    /// # Errors
+    /// A storage failure.
+    pub fn persist(&mut self) -> Result<(), KvError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert(META_APPLIED, self.applied_index)?;
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     /// The last log index applied (0 for a new store).
@@ -310,8 +337,15 @@ impl KvStore {
         // is then abandoned and run again with that command skipped. Runs
         // are deterministic, so the retry reaches the same state.
         let mut failed: Vec<(usize, KvError)> = Vec::new();
+        let durability = if self.durable_commits {
+            redb::Durability::Immediate
+        } else {
+            redb::Durability::None
+        };
         let (txn, revision, compact_revision, responses) = 'batch: loop {
-            let txn = self.db.begin_write()?;
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(durability)
+                .map_err(|error| KvError::Storage(error.to_string()))?;
             let mut revision = self.revision;
             let mut compact_revision = self.compact_revision;
             let mut responses = Vec::with_capacity(fresh.len());

@@ -214,6 +214,9 @@ impl Node {
                 kv.restore_snapshot(&mut SnapshotReader::new(&wal, meta.index))?;
             }
         }
+        // The WAL holds every entry the key space applies, so its batches
+        // need not be synced one by one: a crash replays them.
+        kv.set_durable_commits(false);
         let voters: Vec<NodeId> = membership.members.iter().map(|(id, _, _)| *id).collect();
         let mut config = Config::new(membership.member_id, voters);
         config.election_ticks = options.election_ticks;
@@ -503,6 +506,13 @@ impl Node {
 
     fn snapshot(&mut self, applied: u64) -> Result<(), String> {
         let meta = self.raft.snapshot_meta(applied).map_err(|error| error.to_string())?;
+        // Bound what a restart must replay: the key space is made durable
+        // as often as snapshots are taken.
+        self.kv
+            .write()
+            .expect("key space lock poisoned")
+            .persist()
+            .map_err(|error| error.to_string())?;
         let in_use = self.raft.snapshots_in_use();
         let kv = self.kv.read().expect("key space lock poisoned");
         let wal = self.raft.storage_mut();
