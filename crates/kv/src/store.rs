@@ -325,13 +325,30 @@ impl KvStore {
     /// # Errors
     /// A storage failure: nothing of the batch was applied.
     pub fn apply(&mut self, commands: &[(u64, Command)]) -> Result<Vec<Result<CommandResponse, KvError>>, KvError> {
+        let through = commands.last().map_or(0, |(index, _)| *index);
+        self.apply_through(commands, through)
+    }
+
+    /// As `apply`, recording `through` as the applied index: the batch's
+    /// last log entry, which may carry no command (a new leader's empty
+    /// entry, a configuration change). A snapshot taken at the log's applied
+    /// index then always matches the key space's.
+    ///
+    /// # Errors
+    /// A storage failure: nothing of the batch was applied.
+    pub fn apply_through(
+        &mut self,
+        commands: &[(u64, Command)],
+        through: u64,
+    ) -> Result<Vec<Result<CommandResponse, KvError>>, KvError> {
         let fresh: Vec<&(u64, Command)> = commands
             .iter()
             .filter(|(index, _)| *index > self.applied_index)
             .collect();
-        let Some(&&(last_index, _)) = fresh.last() else {
+        let last_index = fresh.last().map_or(0, |(index, _)| *index).max(through);
+        if last_index <= self.applied_index {
             return Ok(Vec::new());
-        };
+        }
         // A command that fails after writing part of itself (a transaction
         // whose later op fails) must leave nothing: the batch's transaction
         // is then abandoned and run again with that command skipped. Runs
@@ -608,16 +625,17 @@ fn range_at<T: ReadableTable<&'static [u8], &'static [u8]>>(
             && (request.min_create_revision == 0 || kv.create_revision >= request.min_create_revision)
             && (request.max_create_revision == 0 || kv.create_revision <= request.max_create_revision)
     };
-    scan(table, &request.key, &request.range_end, at, |mut kv| {
+    // `count` is every key in the range, filtered or not (as etcd);
+    // `matched` those that pass the filters, for `more`.
+    let mut matched = 0usize;
+    scan(table, &request.key, &request.range_end, at, |kv| {
+        count += 1;
         if !in_filter(&kv) {
             return Ok(true);
         }
-        count += 1;
+        matched += 1;
         if request.count_only || (streaming && kvs.len() >= limit) {
             return Ok(true);
-        }
-        if request.keys_only {
-            kv.value.clear();
         }
         kvs.push(kv);
         Ok(true)
@@ -636,9 +654,14 @@ fn range_at<T: ReadableTable<&'static [u8], &'static [u8]>>(
         }
         kvs.truncate(limit);
     }
+    if request.keys_only {
+        for kv in &mut kvs {
+            kv.value.clear();
+        }
+    }
     Ok(RangeResponse {
         revision: header,
-        more: (kvs.len() as i64) < count && !request.count_only,
+        more: !request.count_only && matched > kvs.len(),
         kvs,
         count,
     })
@@ -663,6 +686,14 @@ fn compare_holds<T: ReadableTable<&'static [u8], &'static [u8]>>(
             kvs.push(kv);
             Ok(true)
         })?;
+        if kvs.is_empty() {
+            // As etcd: an empty range fails a value compare and compares
+            // as a missing key otherwise (not vacuously true).
+            if matches!(compare.target, CompareTarget::Value(_)) {
+                return Ok(false);
+            }
+            kvs.push(KeyValue::default());
+        }
     }
     Ok(kvs.iter().all(|kv| {
         let ordering = match &compare.target {

@@ -28,6 +28,10 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
 }
 
+/// Longest heartbeat interval or election timeout accepted (etcd allows up
+/// to 50 s for the election timeout).
+pub const TIMER_MS_MAX: u64 = 50_000;
+
 /// A configuration that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -93,8 +97,11 @@ impl ServerConfig {
         if self.name.is_empty() {
             return invalid("--name must not be empty".to_string());
         }
-        if self.heartbeat_interval_ms == 0 {
-            return invalid("--heartbeat-interval must be at least 1 ms".to_string());
+        if self.heartbeat_interval_ms == 0 || self.heartbeat_interval_ms > TIMER_MS_MAX {
+            return invalid(format!("--heartbeat-interval must be between 1 and {TIMER_MS_MAX} ms"));
+        }
+        if self.election_timeout_ms > TIMER_MS_MAX {
+            return invalid(format!("--election-timeout must be at most {TIMER_MS_MAX} ms"));
         }
         if self.election_timeout_ms < 5 * self.heartbeat_interval_ms {
             return invalid(format!(

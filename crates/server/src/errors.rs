@@ -15,7 +15,7 @@ pub enum ServerError {
     #[error("etcdserver: no leader")]
     NoLeader,
     /// This node does not lead; `leader` does.
-    #[error("etcdserver: not leader (leader is {leader})")]
+    #[error("etcdserver: not leader")]
     NotLeader { leader: NodeId },
     #[error("etcdserver: leader changed")]
     LeaderChanged,
@@ -42,12 +42,12 @@ impl From<ServerError> for Status {
             ServerError::Kv(KvError::KeyNotFound | KvError::DuplicateKey | KvError::EmptyKey) => Code::InvalidArgument,
             ServerError::Kv(_) | ServerError::Internal(_) => Code::Internal,
             ServerError::RequestTooLarge => Code::InvalidArgument,
+            ServerError::TooManyRequests => Code::ResourceExhausted,
             ServerError::NoLeader
             | ServerError::NotLeader { .. }
             | ServerError::LeaderChanged
             | ServerError::Timeout
-            | ServerError::Stopped
-            | ServerError::TooManyRequests => Code::Unavailable,
+            | ServerError::Stopped => Code::Unavailable,
         };
         Status::new(code, error.to_string())
     }

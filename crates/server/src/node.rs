@@ -99,6 +99,11 @@ pub struct NodeHandle {
 }
 
 impl NodeHandle {
+    /// How long a client request may wait.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
     /// The term this node is in.
     pub fn term(&self) -> u64 {
         self.term.load(Ordering::Relaxed)
@@ -163,8 +168,10 @@ pub struct Node {
     membership: Arc<Membership>,
     options: NodeOptions,
     next_request_id: u64,
-    /// Proposals of this node waiting for their entry to apply.
-    proposals: BTreeMap<u64, ProposalReply>,
+    /// Proposals of this node waiting for their entry to apply, by the
+    /// index and term the core gave the entry: only that exact entry
+    /// answers them (request ids alone would be reused after a restart).
+    proposals: BTreeMap<u64, (u64, ProposalReply)>,
     /// Reads waiting for their ReadIndex confirmation.
     reads_pending: BTreeMap<u64, oneshot::Sender<Result<(), ServerError>>>,
     /// Confirmed reads waiting until this index is applied.
@@ -244,7 +251,7 @@ impl Node {
             transport,
             membership,
             options,
-            next_request_id: 1,
+            next_request_id: request_id_base(),
             proposals: BTreeMap::new(),
             reads_pending: BTreeMap::new(),
             reads_confirmed: Vec::new(),
@@ -270,7 +277,7 @@ impl Node {
                 _ = ticker.tick() => {
                     self.raft.tick();
                     // Clients that gave up (timed out) leave nothing behind.
-                    self.proposals.retain(|_, reply| !reply.is_closed());
+                    self.proposals.retain(|_, (_, reply)| !reply.is_closed());
                     self.reads_pending.retain(|_, reply| !reply.is_closed());
                     self.reads_confirmed.retain(|(_, reply)| !reply.is_closed());
                 }
@@ -307,8 +314,8 @@ impl Node {
                 data.extend_from_slice(&request_id.to_le_bytes());
                 data.extend_from_slice(&encode_command(&command));
                 match self.raft.propose(Bytes::from(data)) {
-                    Ok(_) => {
-                        self.proposals.insert(request_id, reply);
+                    Ok(index) => {
+                        self.proposals.insert(index, (self.raft.term(), reply));
                     }
                     Err(ProposeError::NotLeader { leader_hint }) => {
                         let error = if leader_hint == 0 {
@@ -382,7 +389,7 @@ impl Node {
             if soft.role != Role::Leader {
                 // Proposals made as leader may still commit, or never: etcd
                 // answers "leader changed" and so do we.
-                for (_, reply) in std::mem::take(&mut self.proposals) {
+                for (_, (_, reply)) in std::mem::take(&mut self.proposals) {
                     let _ = reply.send(Err(ServerError::LeaderChanged));
                 }
             }
@@ -463,27 +470,25 @@ impl Node {
     }
 
     fn apply(&mut self, entries: &[raftwerk_raft::Entry]) {
-        let term = self.raft.term();
         let mut commands = Vec::with_capacity(entries.len());
-        let mut owners = Vec::with_capacity(entries.len());
+        let mut positions = Vec::with_capacity(entries.len());
         for entry in entries {
             if entry.kind != EntryKind::Normal || entry.data.len() < 16 {
                 continue;
             }
-            let proposer = u64::from_le_bytes(entry.data[..8].try_into().expect("8 bytes"));
-            let request_id = u64::from_le_bytes(entry.data[8..16].try_into().expect("8 bytes"));
             match decode_command(&entry.data[16..]) {
                 Ok(command) => {
                     commands.push((entry.index, command));
-                    owners.push((proposer, request_id));
+                    positions.push((entry.index, entry.term));
                 }
                 Err(error) => {
                     tracing::warn!(index = entry.index, %error, "skipping an undecodable entry");
                 }
             }
         }
+        let through = entries.last().map_or(0, |entry| entry.index);
         let mut kv = self.kv.write().expect("key space lock poisoned");
-        let responses = match kv.apply(&commands) {
+        let responses = match kv.apply_through(&commands, through) {
             Ok(responses) => responses,
             Err(error) => {
                 tracing::error!(name = %self.membership.name, %error, "applying to the key space failed; stopping");
@@ -493,14 +498,24 @@ impl Node {
         drop(kv);
         // Entries at or below the key space's applied index (a replay)
         // have no response: they were answered before the restart.
-        let skipped = owners.len() - responses.len();
-        for ((proposer, request_id), response) in owners.into_iter().skip(skipped).zip(responses) {
-            if proposer != self.membership.member_id {
+        let skipped = positions.len() - responses.len();
+        let mut answered = BTreeMap::new();
+        for ((index, term), response) in positions.into_iter().skip(skipped).zip(responses) {
+            answered.insert(index, (term, response));
+        }
+        // Every proposal at an applied index is settled: by its own entry,
+        // or, if another entry took that index, as "leader changed".
+        for entry in entries {
+            let Some((term, reply)) = self.proposals.remove(&entry.index) else {
                 continue;
-            }
-            if let Some(reply) = self.proposals.remove(&request_id) {
-                let _ = reply.send(response.map(|response| (response, term)).map_err(ServerError::from));
-            }
+            };
+            let result = match answered.remove(&entry.index) {
+                Some((entry_term, response)) if entry_term == term => {
+                    response.map(|response| (response, term)).map_err(ServerError::from)
+                }
+                _ => Err(ServerError::LeaderChanged),
+            };
+            let _ = reply.send(result);
         }
     }
 
@@ -562,4 +577,14 @@ fn check_cluster_file(dir: &std::path::Path, membership: &Membership) -> Result<
         }
         Err(error) => Err(StartError::DataDir(format!("cannot read {}: {error}", path.display()))),
     }
+}
+
+/// The first request id of this run: ids of reads forwarded to the leader
+/// must not repeat those of an earlier run, whose answers may still arrive.
+/// Nanoseconds since the epoch grow faster than any run issues requests.
+#[allow(clippy::disallowed_methods)]
+fn request_id_base() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |elapsed| elapsed.as_nanos() as u64)
 }

@@ -65,6 +65,13 @@ impl Services {
         Ok(response)
     }
 
+    fn forget_leader_client(&self, leader: NodeId) {
+        self.leader_clients
+            .lock()
+            .expect("client cache lock poisoned")
+            .remove(&leader);
+    }
+
     async fn leader_client(&self, leader: NodeId) -> Result<raftwerkpb::peer_client::PeerClient<Channel>, Status> {
         if let Some(client) = self
             .leader_clients
@@ -93,6 +100,29 @@ impl Services {
     }
 }
 
+/// etcd refuses a range, delete or compare without a key.
+fn require_key(key: &[u8]) -> Result<(), Status> {
+    if key.is_empty() {
+        return Err(ServerError::Kv(raftwerk_kv::KvError::EmptyKey).into());
+    }
+    Ok(())
+}
+
+fn check_txn_ops(txn: &raftwerk_kv::TxnRequest) -> Result<(), Status> {
+    for compare in &txn.compare {
+        require_key(&compare.key)?;
+    }
+    for op in txn.success.iter().chain(&txn.failure) {
+        match op {
+            raftwerk_kv::RequestOp::Range(range) => require_key(&range.key)?,
+            raftwerk_kv::RequestOp::Put(put) => require_key(&put.key)?,
+            raftwerk_kv::RequestOp::DeleteRange(delete) => require_key(&delete.key)?,
+            raftwerk_kv::RequestOp::Txn(inner) => check_txn_ops(inner)?,
+        }
+    }
+    Ok(())
+}
+
 fn unimplemented(what: &str) -> Status {
     Status::unimplemented(format!("raftwerk: {what} is not implemented yet"))
 }
@@ -110,13 +140,11 @@ macro_rules! write_rpc {
             Ok(other) => Err(unexpected(other)),
             Err(ServerError::NotLeader { leader }) => {
                 let mut client = $self.leader_client(leader).await?;
-                let result = client.$forward($request).await;
+                let result = tokio::time::timeout($self.node.request_timeout(), client.$forward($request))
+                    .await
+                    .unwrap_or_else(|_| Err(ServerError::Timeout.into()));
                 if result.is_err() {
-                    $self
-                        .leader_clients
-                        .lock()
-                        .expect("client cache lock poisoned")
-                        .remove(&leader);
+                    $self.forget_leader_client(leader);
                 }
                 result
             }
@@ -130,6 +158,7 @@ impl kv_server::Kv for Services {
     async fn range(&self, request: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
         let request = request.into_inner();
         self.check_size(&request)?;
+        require_key(&request.key)?;
         let range: RangeRequest = convert::range_request(request);
         let response = self.node.range(range).await?;
         Ok(Response::new(convert::range_response(response, self.header(0))))
@@ -152,6 +181,7 @@ impl kv_server::Kv for Services {
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         let request = request.into_inner();
+        require_key(&request.key)?;
         write_rpc!(
             self,
             request,
@@ -165,6 +195,7 @@ impl kv_server::Kv for Services {
     async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
         let request = request.into_inner();
         let txn = convert::txn_request(request.clone());
+        check_txn_ops(&txn)?;
         raftwerk_kv::store::check_txn_keys(&txn).map_err(ServerError::from)?;
         write_rpc!(self, request, Command::Txn(txn), Txn, convert::txn_response, txn)
     }
@@ -185,7 +216,16 @@ impl kv_server::Kv for Services {
                 header: Some(self.header(revision)),
             })),
             Ok(other) => Err(unexpected(other)),
-            Err(ServerError::NotLeader { leader }) => self.leader_client(leader).await?.compact(request).await,
+            Err(ServerError::NotLeader { leader }) => {
+                let mut client = self.leader_client(leader).await?;
+                let result = tokio::time::timeout(self.node.request_timeout(), client.compact(request))
+                    .await
+                    .unwrap_or_else(|_| Err(ServerError::Timeout.into()));
+                if result.is_err() {
+                    self.forget_leader_client(leader);
+                }
+                result
+            }
             Err(error) => Err(error.into()),
         }
     }
