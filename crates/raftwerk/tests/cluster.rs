@@ -4,237 +4,26 @@
 //! and etcd's errors for bad input. Every wait is bounded; every process is
 //! killed when its test ends.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const WAIT_MAX: Duration = Duration::from_secs(30);
+use common::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free port")
-        .local_addr()
-        .expect("local address")
-        .port()
-}
-
-struct Node {
-    name: String,
-    client_port: u16,
-    peer_port: u16,
-    data_dir: PathBuf,
-    child: Option<Child>,
-}
-
-/// A cluster of node processes; killed on drop.
-struct Cluster {
-    nodes: Vec<Node>,
-    initial_cluster: String,
-    token: String,
-    _dir: TempDir,
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for node in &mut self.nodes {
-            if let Some(mut child) = node.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-}
-
-impl Cluster {
-    fn start(size: usize, test: &str) -> Cluster {
-        let dir = std::env::temp_dir().join(format!("raftwerk-it-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("test directory");
-        let nodes: Vec<Node> = (1..=size)
-            .map(|at| Node {
-                name: format!("n{at}"),
-                client_port: free_port(),
-                peer_port: free_port(),
-                data_dir: dir.join(format!("n{at}")),
-                child: None,
-            })
-            .collect();
-        let initial_cluster = nodes
-            .iter()
-            .map(|node| format!("{}=http://127.0.0.1:{}", node.name, node.peer_port))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut cluster = Cluster {
-            nodes,
-            initial_cluster,
-            token: format!("it-{test}"),
-            _dir: TempDir(dir),
-        };
-        for at in 0..size {
-            cluster.launch(at);
-        }
-        cluster.wait_for_leader();
-        cluster
-    }
-
-    fn launch(&mut self, at: usize) {
-        let node = &self.nodes[at];
-        let client = format!("http://127.0.0.1:{}", node.client_port);
-        let peer = format!("http://127.0.0.1:{}", node.peer_port);
-        let child = Command::new(env!("CARGO_BIN_EXE_raftwerk"))
-            .args(["--name", &node.name])
-            .arg("--data-dir")
-            .arg(&node.data_dir)
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args([
-                "--initial-cluster",
-                &self.initial_cluster,
-                "--initial-cluster-token",
-                &self.token,
-            ])
-            .args([
-                "--heartbeat-interval",
-                "50",
-                "--election-timeout",
-                "500",
-                "--snapshot-count",
-                "50",
-                "--experimental-snapshot-catchup-entries",
-                "10",
-            ])
-            .args(["--log-level", "warn"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start raftwerk");
-        self.nodes[at].child = Some(child);
-    }
-
-    fn kill(&mut self, at: usize) {
-        if let Some(mut child) = self.nodes[at].child.take() {
-            child.kill().expect("kill -9");
-            child.wait().expect("reap");
-        }
-    }
-
-    fn endpoint(&self, at: usize) -> String {
-        format!("127.0.0.1:{}", self.nodes[at].client_port)
-    }
-
-    fn endpoints(&self) -> String {
-        (0..self.nodes.len())
-            .filter(|at| self.nodes[*at].child.is_some())
-            .map(|at| self.endpoint(at))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    /// The position of the node that reports itself leader, waiting for one.
-    fn wait_for_leader(&self) -> usize {
-        let started = Instant::now();
-        while started.elapsed() < WAIT_MAX {
-            for at in 0..self.nodes.len() {
-                if self.nodes[at].child.is_none() {
-                    continue;
-                }
-                let out = etcdctl(&self.endpoint(at), &["endpoint", "status", "-w", "fields"]);
-                let field = |name: &str| {
-                    out.stdout
-                        .lines()
-                        .find(|line| line.starts_with(&format!("\"{name}\" :")))
-                        .map(|line| line.rsplit(':').next().unwrap_or("").trim().to_string())
-                };
-                if out.ok && field("MemberID").is_some() && field("MemberID") == field("Leader") {
-                    return at;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("no leader within {WAIT_MAX:?}");
-    }
-}
-
-struct Output {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `etcdctl` against `endpoints` (bounded by a 10 s timeout).
-fn etcdctl(endpoints: &str, args: &[&str]) -> Output {
-    let output = Command::new("timeout")
-        .arg("10")
-        .arg("etcdctl")
-        .arg(format!("--endpoints={endpoints}"))
-        .args(["--command-timeout=5s", "--dial-timeout=2s"])
-        .args(args)
-        .env("ETCDCTL_API", "3")
-        .output()
-        .expect("etcdctl is installed (Debian package etcd-client; .ci/run installs it)");
-    Output {
-        ok: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-/// `etcdctl` with `input` on its standard input.
-fn etcdctl_with_input(endpoints: &str, args: &[&str], input: &str) -> Output {
-    use std::io::Write;
-    let mut child = Command::new("timeout")
-        .arg("10")
-        .arg("etcdctl")
-        .arg(format!("--endpoints={endpoints}"))
-        .args(args)
-        .env("ETCDCTL_API", "3")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("etcdctl is installed (Debian package etcd-client; .ci/run installs it)");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    let output = child.wait_with_output().expect("etcdctl output");
-    Output {
-        ok: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-/// `etcdctl` that must succeed, retried while the cluster settles.
-fn ok(endpoints: &str, args: &[&str]) -> String {
-    let started = Instant::now();
-    loop {
-        let out = etcdctl(endpoints, args);
-        if out.ok {
-            return out.stdout;
-        }
-        assert!(
-            started.elapsed() < WAIT_MAX,
-            "etcdctl {args:?} kept failing: {}",
-            out.stderr
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+/// Flags of every node here: snapshots every 50 entries keeping 10, so a
+/// node that misses a few dozen writes catches up by snapshot.
+const FLAGS: &[&str] = &[
+    "--snapshot-count",
+    "50",
+    "--experimental-snapshot-catchup-entries",
+    "10",
+];
 
 #[test]
 fn etcdctl_sees_etcd_semantics_on_a_three_node_cluster() {
-    let cluster = Cluster::start(3, "semantics");
+    let cluster = Cluster::start(3, "semantics", FLAGS);
     let all = cluster.endpoints();
     assert_eq!(ok(&all, &["put", "foo", "bar"]).trim(), "OK");
     for at in 0..3 {
@@ -331,7 +120,7 @@ fn etcdctl_sees_etcd_semantics_on_a_three_node_cluster() {
 
 #[test]
 fn bad_requests_get_etcds_errors_and_change_nothing() {
-    let cluster = Cluster::start(1, "errors");
+    let cluster = Cluster::start(1, "errors", FLAGS);
     let endpoint = cluster.endpoint(0);
     ok(&endpoint, &["put", "k", "v"]);
     // A 1.7 MB value (over the default 1.5 MiB --max-request-bytes, under
@@ -369,7 +158,7 @@ fn bad_requests_get_etcds_errors_and_change_nothing() {
 
 #[test]
 fn killing_the_leader_loses_no_acknowledged_write_and_restarts_catch_up() {
-    let mut cluster = Cluster::start(3, "failover");
+    let mut cluster = Cluster::start(3, "failover", FLAGS);
     for at in 0..20 {
         ok(
             &cluster.endpoints(),
@@ -411,7 +200,7 @@ fn killing_the_leader_loses_no_acknowledged_write_and_restarts_catch_up() {
 
 #[test]
 fn a_whole_cluster_restart_keeps_every_key() {
-    let mut cluster = Cluster::start(3, "restart");
+    let mut cluster = Cluster::start(3, "restart", FLAGS);
     for at in 0..30 {
         ok(&cluster.endpoints(), &["put", &format!("persist{at:02}"), "v"]);
     }
@@ -446,7 +235,7 @@ fn wrong_flags_exit_with_code_2_and_a_clear_message() {
 
 #[test]
 fn a_data_dir_of_another_cluster_is_refused() {
-    let cluster = Cluster::start(1, "foreign");
+    let cluster = Cluster::start(1, "foreign", FLAGS);
     let data_dir: &Path = &cluster.nodes[0].data_dir;
     let port = free_port();
     let peer = free_port();
@@ -474,7 +263,7 @@ fn a_data_dir_of_another_cluster_is_refused() {
 #[test]
 fn the_rust_etcd_client_works_unchanged() {
     use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
-    let cluster = Cluster::start(3, "rust-client");
+    let cluster = Cluster::start(3, "rust-client", FLAGS);
     let endpoints: Vec<String> = (0..3).map(|at| cluster.endpoint(at)).collect();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,0 +1,256 @@
+//! Real `raftwerk` processes for the integration tests: a cluster on free
+//! loopback ports with per-test flags and a log file per node, and
+//! `etcdctl` helpers. Every wait is bounded; every process is killed when
+//! its cluster is dropped.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const WAIT_MAX: Duration = Duration::from_secs(30);
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
+
+pub struct Node {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+}
+
+pub struct TempDir(pub PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A cluster of node processes; killed on drop.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub initial_cluster: String,
+    pub token: String,
+    pub flags: Vec<String>,
+    _dir: TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+impl Cluster {
+    pub fn start(size: usize, test: &str, flags: &[&str]) -> Cluster {
+        let dir = std::env::temp_dir().join(format!("raftwerk-it-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("test directory");
+        let nodes: Vec<Node> = (1..=size)
+            .map(|at| Node {
+                name: format!("n{at}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                data_dir: dir.join(format!("n{at}")),
+                log: dir.join(format!("n{at}.log")),
+                child: None,
+            })
+            .collect();
+        let initial_cluster = nodes
+            .iter()
+            .map(|node| format!("{}=http://127.0.0.1:{}", node.name, node.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            nodes,
+            initial_cluster,
+            token: format!("it-{test}"),
+            flags: flags.iter().map(|flag| flag.to_string()).collect(),
+            _dir: TempDir(dir),
+        };
+        for at in 0..size {
+            cluster.launch(at);
+        }
+        cluster.wait_for_leader();
+        cluster
+    }
+
+    pub fn launch(&mut self, at: usize) {
+        let node = &self.nodes[at];
+        let client = format!("http://127.0.0.1:{}", node.client_port);
+        let peer = format!("http://127.0.0.1:{}", node.peer_port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_raftwerk"))
+            .args(["--name", &node.name])
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args([
+                "--initial-cluster",
+                &self.initial_cluster,
+                "--initial-cluster-token",
+                &self.token,
+            ])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(&self.flags)
+            .args(["--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start raftwerk");
+        self.nodes[at].child = Some(child);
+    }
+
+    pub fn kill(&mut self, at: usize) {
+        if let Some(mut child) = self.nodes[at].child.take() {
+            child.kill().expect("kill -9");
+            child.wait().expect("reap");
+        }
+    }
+
+    pub fn signal(&self, at: usize, signal: &str) {
+        let pid = self.nodes[at].child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    pub fn endpoint(&self, at: usize) -> String {
+        format!("127.0.0.1:{}", self.nodes[at].client_port)
+    }
+
+    /// The client endpoints of the running nodes.
+    pub fn endpoints(&self) -> String {
+        (0..self.nodes.len())
+            .filter(|at| self.nodes[*at].child.is_some())
+            .map(|at| self.endpoint(at))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Fails with the node's log if its process has exited.
+    pub fn check_alive(&mut self, at: usize) {
+        let node = &mut self.nodes[at];
+        if let Some(child) = node.child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+                panic!("{} exited ({status}); its log:\n{log}", node.name);
+            }
+        }
+    }
+
+    /// The position of the node that reports itself leader, waiting for one.
+    pub fn wait_for_leader(&mut self) -> usize {
+        let started = Instant::now();
+        while started.elapsed() < WAIT_MAX {
+            for at in 0..self.nodes.len() {
+                if self.nodes[at].child.is_none() {
+                    continue;
+                }
+                self.check_alive(at);
+                let out = etcdctl(&self.endpoint(at), &["endpoint", "status", "-w", "fields"]);
+                let field = |name: &str| {
+                    out.stdout
+                        .lines()
+                        .find(|line| line.starts_with(&format!("\"{name}\" :")))
+                        .map(|line| line.rsplit(':').next().unwrap_or("").trim().to_string())
+                };
+                if out.ok && field("MemberID").is_some() && field("MemberID") == field("Leader") {
+                    return at;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("no leader within {WAIT_MAX:?}");
+    }
+}
+
+pub struct Output {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `etcdctl` against `endpoints` (bounded by a 10 s timeout).
+pub fn etcdctl(endpoints: &str, args: &[&str]) -> Output {
+    let output = Command::new("timeout")
+        .arg("10")
+        .arg("etcdctl")
+        .arg(format!("--endpoints={endpoints}"))
+        .args(["--command-timeout=5s", "--dial-timeout=2s"])
+        .args(args)
+        .env("ETCDCTL_API", "3")
+        .output()
+        .expect("etcdctl is installed (Debian package etcd-client; .ci/run installs it)");
+    Output {
+        ok: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// `etcdctl` that must succeed, retried while the cluster settles.
+pub fn ok(endpoints: &str, args: &[&str]) -> String {
+    let started = Instant::now();
+    loop {
+        let out = etcdctl(endpoints, args);
+        if out.ok {
+            return out.stdout;
+        }
+        assert!(
+            started.elapsed() < WAIT_MAX,
+            "etcdctl {args:?} kept failing: {}",
+            out.stderr
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `etcdctl` with `input` on its standard input.
+pub fn etcdctl_with_input(endpoints: &str, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new("timeout")
+        .arg("10")
+        .arg("etcdctl")
+        .arg(format!("--endpoints={endpoints}"))
+        .args(args)
+        .env("ETCDCTL_API", "3")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("etcdctl is installed (Debian package etcd-client; .ci/run installs it)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    let output = child.wait_with_output().expect("etcdctl output");
+    Output {
+        ok: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
