@@ -41,6 +41,13 @@ impl Node {
         }
     }
 
+    fn txn(&mut self, txn: TxnRequest) -> TxnResponse {
+        match self.apply(Command::Txn(txn)) {
+            Ok(CommandResponse::Txn(response)) => response,
+            other => panic!("txn: {other:?}"),
+        }
+    }
+
     fn get(&self, key: &str) -> Option<KeyValue> {
         self.store.range(&range(key, "")).expect("range").kvs.pop()
     }
@@ -512,4 +519,88 @@ fn a_failed_command_inside_a_batch_leaves_nothing_and_the_rest_applies() {
     assert_eq!(keys(&all), vec!["after", "before"], "nothing of the failed transaction");
     assert_eq!(store.revision(), 2);
     assert_eq!(store.applied_index(), 3);
+}
+
+// ----- Findings of the review of the key space --------------------------------
+//
+// Places where it answered differently from etcd; each failed before its fix.
+
+/// etcd's `applyCompare`: when the compared range holds no key, a VALUE
+/// compare fails and any other target is compared against an empty
+/// KeyValue (revisions and version 0). raftwerk's `compare_holds` treats an
+/// empty range as "all of zero keys match": always true.
+#[test]
+fn a_compare_over_an_empty_range_is_not_vacuously_true() {
+    let mut node = Node::new();
+    node.put("other", "x");
+    let guarded = |target: CompareTarget, result: CompareResult| TxnRequest {
+        compare: vec![Compare {
+            result,
+            target,
+            key: b"locks/".to_vec(),
+            range_end: b"locks0".to_vec(), // the prefix locks/, which is empty
+        }],
+        success: vec![RequestOp::Put(PutRequest {
+            key: b"taken".to_vec(),
+            value: b"yes".to_vec(),
+            ..PutRequest::default()
+        })],
+        failure: Vec::new(),
+    };
+    // value(locks/*) = "mine": etcd always fails a value compare on no keys.
+    let response = node.txn(guarded(CompareTarget::Value(b"mine".to_vec()), CompareResult::Equal));
+    assert!(
+        !response.succeeded,
+        "etcd: a VALUE compare over an empty range fails; raftwerk took the success branch"
+    );
+    // version(locks/*) > 0: etcd compares the empty KeyValue, 0 > 0 is false.
+    let response = node.txn(guarded(CompareTarget::Version(0), CompareResult::Greater));
+    assert!(
+        !response.succeeded,
+        "etcd: version > 0 over an empty range is false; raftwerk took the success branch"
+    );
+}
+
+/// etcd sorts (and applies the limit) before it drops values for
+/// `keys_only`; raftwerk clears the values while scanning, so a sort by
+/// value sees only empty values and returns key order.
+#[test]
+fn keys_only_still_sorts_by_value() {
+    let mut node = Node::new();
+    node.put("a", "3");
+    node.put("b", "1");
+    node.put("c", "2");
+    let request = RangeRequest {
+        sort_order: SortOrder::Ascend,
+        sort_target: SortTarget::Value,
+        keys_only: true,
+        limit: 2,
+        ..range("a", "\0")
+    };
+    let response = node.store.range(&request).unwrap();
+    assert_eq!(
+        keys(&response),
+        vec!["b", "c"],
+        "sorted by value (1, 2), then limited, then values dropped"
+    );
+}
+
+/// etcd's `count` is the number of keys in the range at the revision
+/// (`rr.Count` from mvcc), whatever the min/max mod/create revision
+/// filters prune from `kvs`; raftwerk counts only the filtered keys.
+#[test]
+fn count_is_the_range_size_not_the_filtered_size() {
+    let mut node = Node::new();
+    node.put("a", "1"); // rev 1
+    node.put("b", "1"); // rev 2
+    node.put("c", "1"); // rev 3
+    let response = node
+        .store
+        .range(&RangeRequest {
+            min_mod_revision: 3,
+            ..range("a", "\0")
+        })
+        .unwrap();
+    assert_eq!(keys(&response), vec!["c"]);
+    assert_eq!(response.count, 3, "etcd reports the 3 keys of the range");
 }
