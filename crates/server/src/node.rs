@@ -363,10 +363,12 @@ impl Node {
                 });
             }
             Input::MoveLeader { target, reply } => {
-                let result = self
-                    .raft
-                    .transfer_leadership(target)
-                    .map_err(|error| ServerError::Internal(format!("etcdserver: {error}")));
+                let result = self.raft.transfer_leadership(target).map_err(|error| match error {
+                    raftwerk_raft::TransferError::NotLeader { leader_hint } => {
+                        ServerError::NotLeader { leader: leader_hint }
+                    }
+                    other => ServerError::Internal(format!("etcdserver: {other}")),
+                });
                 let _ = reply.send(result);
             }
         }

@@ -146,7 +146,13 @@ macro_rules! write_rpc {
                 if result.is_err() {
                     $self.forget_leader_client(leader);
                 }
-                result
+                // As etcd: the header names the member the client asked.
+                result.map(|mut response| {
+                    if let Some(header) = response.get_mut().header.as_mut() {
+                        header.member_id = $self.node.membership.member_id;
+                    }
+                    response
+                })
             }
             Err(error) => Err(error.into()),
         }
