@@ -1,5 +1,6 @@
 //! `raftwerk playground --nodes N`: separate node processes on free
-//! loopback ports, data under one folder, stopped together on Ctrl-C or
+//! loopback ports, data under one folder (emptied at each start: the ports,
+//! and so the cluster, are new every run), stopped together on Ctrl-C or
 //! SIGTERM (or when one of them exits).
 
 use std::path::PathBuf;
@@ -19,6 +20,27 @@ pub async fn run(nodes: u16, dir: PathBuf) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Ports change on every run, and with them the cluster's identity: a
+    // new run starts from empty data. Only a folder a playground made is
+    // wiped; anything else is refused.
+    let marker = dir.join(".raftwerk-playground");
+    if dir.exists() {
+        if !marker.exists() {
+            eprintln!(
+                "raftwerk playground: {} exists and is not a playground folder; choose another with --dir",
+                dir.display()
+            );
+            return ExitCode::from(2);
+        }
+        if let Err(error) = std::fs::remove_dir_all(&dir) {
+            eprintln!("raftwerk playground: cannot clear {}: {error}", dir.display());
+            return ExitCode::from(1);
+        }
+    }
+    if let Err(error) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&marker, b"")) {
+        eprintln!("raftwerk playground: cannot create {}: {error}", dir.display());
+        return ExitCode::from(1);
+    }
     let mut ports = Vec::new();
     for _ in 0..nodes {
         match (free_port(), free_port()) {
