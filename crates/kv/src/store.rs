@@ -389,17 +389,30 @@ impl KvStore {
             }
             break (txn, revision, compact_revision, responses);
         };
+        self.commit_meta(txn, last_index, revision, compact_revision)?;
+        Ok(responses)
+    }
+
+    /// Records the applied index, revision and compaction revision in the
+    /// same transaction as the data they describe, commits, and caches them.
+    fn commit_meta(
+        &mut self,
+        txn: WriteTransaction,
+        applied_index: u64,
+        revision: i64,
+        compact_revision: i64,
+    ) -> Result<(), KvError> {
         {
             let mut meta = txn.open_table(META)?;
-            meta.insert(META_APPLIED, last_index)?;
+            meta.insert(META_APPLIED, applied_index)?;
             meta.insert(META_REVISION, revision as u64)?;
             meta.insert(META_COMPACT, compact_revision as u64)?;
         }
         txn.commit()?;
-        self.applied_index = last_index;
+        self.applied_index = applied_index;
         self.revision = revision;
         self.compact_revision = compact_revision;
-        Ok(responses)
+        Ok(())
     }
 
     /// Runs one command at revision `revision + 1`; returns its response
@@ -564,16 +577,8 @@ impl KvStore {
                 decode_row(&key, &value).map_err(|_| KvError::BadCommand("damaged row in snapshot"))?;
                 table.insert(key.as_slice(), value.as_slice())?;
             }
-            let mut meta = txn.open_table(META)?;
-            meta.insert(META_APPLIED, applied_index)?;
-            meta.insert(META_REVISION, revision as u64)?;
-            meta.insert(META_COMPACT, compact_revision as u64)?;
         }
-        txn.commit()?;
-        self.applied_index = applied_index;
-        self.revision = revision;
-        self.compact_revision = compact_revision;
-        Ok(())
+        self.commit_meta(txn, applied_index, revision, compact_revision)
     }
 }
 

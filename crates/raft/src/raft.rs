@@ -1241,6 +1241,14 @@ impl<S: Storage> Raft<S> {
             && (self.role == Role::Leader || self.leader_heard_elapsed < self.config.election_ticks)
     }
 
+    /// A message from the leader of our term: it is alive (election timer
+    /// and lease promise restart) and known.
+    fn heard_from_leader(&mut self, from: NodeId) {
+        self.election_elapsed = 0;
+        self.leader_heard_elapsed = 0;
+        self.leader = from;
+    }
+
     fn step_follower(&mut self, from: NodeId, body: MessageBody) -> Result<(), RejectReason> {
         match body {
             MessageBody::Append {
@@ -1249,15 +1257,11 @@ impl<S: Storage> Raft<S> {
                 entries,
                 commit,
             } => {
-                self.election_elapsed = 0;
-                self.leader_heard_elapsed = 0;
-                self.leader = from;
+                self.heard_from_leader(from);
                 self.handle_append(from, prev_index, prev_term, entries, commit)
             }
             MessageBody::Heartbeat { commit, read_seq } => {
-                self.election_elapsed = 0;
-                self.leader_heard_elapsed = 0;
-                self.leader = from;
+                self.heard_from_leader(from);
                 self.handle_heartbeat(from, commit, read_seq);
                 Ok(())
             }
@@ -1267,9 +1271,7 @@ impl<S: Storage> Raft<S> {
                 data,
                 last,
             } => {
-                self.election_elapsed = 0;
-                self.leader_heard_elapsed = 0;
-                self.leader = from;
+                self.heard_from_leader(from);
                 self.handle_snapshot_chunk(from, meta, offset, data, last);
                 Ok(())
             }
