@@ -40,11 +40,18 @@ impl ConfChangeOp {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConfChange {
     pub ops: Vec<ConfChangeOp>,
+    /// Opaque application data replicated with the change (a server keeps
+    /// a new member's address here, so every node that sees the change
+    /// can reach it). The core never reads it.
+    pub context: Vec<u8>,
 }
 
 /// Operations in one change, bounded so decoding a peer's entry is cheap.
 pub const CONF_CHANGE_OPS_MAX: usize = 64;
+/// Encoding without a context (every change the core makes itself).
 const ENCODING_VERSION: u8 = 1;
+/// Encoding with a context after the operations.
+const ENCODING_VERSION_CONTEXT: u8 = 2;
 
 /// Why an encoded change could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,12 +71,25 @@ pub enum ConfChangeDecodeError {
 }
 
 impl ConfChange {
+    /// A change without a context.
+    pub fn new(ops: Vec<ConfChangeOp>) -> Self {
+        ConfChange {
+            ops,
+            context: Vec::new(),
+        }
+    }
+
     /// Layout: version (1 byte), count (1 byte), then per operation a kind
-    /// byte (1 voter, 2 learner, 3 remove) and the node id (8 bytes, LE).
+    /// byte (1 voter, 2 learner, 3 remove) and the node id (8 bytes, LE);
+    /// in version 2 the rest is the context.
     pub fn encode(&self) -> Vec<u8> {
         assert!(self.ops.len() <= CONF_CHANGE_OPS_MAX, "too many operations");
-        let mut out = Vec::with_capacity(2 + 9 * self.ops.len());
-        out.push(ENCODING_VERSION);
+        let mut out = Vec::with_capacity(2 + 9 * self.ops.len() + self.context.len());
+        out.push(if self.context.is_empty() {
+            ENCODING_VERSION
+        } else {
+            ENCODING_VERSION_CONTEXT
+        });
         out.push(self.ops.len() as u8);
         for op in &self.ops {
             let kind = match op {
@@ -80,6 +100,7 @@ impl ConfChange {
             out.push(kind);
             out.extend_from_slice(&op.node().to_le_bytes());
         }
+        out.extend_from_slice(&self.context);
         out
     }
 
@@ -87,7 +108,7 @@ impl ConfChange {
     /// When the bytes are not a valid encoding.
     pub fn decode(bytes: &[u8]) -> Result<Self, ConfChangeDecodeError> {
         let (&version, rest) = bytes.split_first().ok_or(ConfChangeDecodeError::Empty)?;
-        if version != ENCODING_VERSION {
+        if version != ENCODING_VERSION && version != ENCODING_VERSION_CONTEXT {
             return Err(ConfChangeDecodeError::Version(version));
         }
         let (&count, rest) = rest.split_first().ok_or(ConfChangeDecodeError::Length)?;
@@ -95,11 +116,15 @@ impl ConfChange {
         if count > CONF_CHANGE_OPS_MAX {
             return Err(ConfChangeDecodeError::TooManyOps(count));
         }
-        if rest.len() != count * 9 {
+        let ops_len = count * 9;
+        let exact = version == ENCODING_VERSION && rest.len() == ops_len;
+        let with_context = version == ENCODING_VERSION_CONTEXT && rest.len() > ops_len;
+        if !exact && !with_context {
             return Err(ConfChangeDecodeError::Length);
         }
+        let (encoded_ops, context) = rest.split_at(ops_len);
         let mut ops = Vec::with_capacity(count);
-        for chunk in rest.chunks_exact(9) {
+        for chunk in encoded_ops.chunks_exact(9) {
             let id = u64::from_le_bytes(chunk[1..9].try_into().expect("chunk of 9 bytes"));
             if id == NO_NODE {
                 return Err(ConfChangeDecodeError::ZeroNode);
@@ -111,7 +136,10 @@ impl ConfChange {
                 other => return Err(ConfChangeDecodeError::Op(other)),
             });
         }
-        Ok(ConfChange { ops })
+        Ok(ConfChange {
+            ops,
+            context: context.to_vec(),
+        })
     }
 }
 
@@ -402,20 +430,24 @@ mod tests {
 
     #[test]
     fn encoding_round_trips_and_rejects_garbage() {
-        let change = ConfChange {
-            ops: vec![
-                ConfChangeOp::AddVoter(4),
-                ConfChangeOp::AddLearner(5),
-                ConfChangeOp::Remove(1),
-            ],
-        };
-        assert_eq!(ConfChange::decode(&change.encode()), Ok(change));
+        let mut change = ConfChange::new(vec![
+            ConfChangeOp::AddVoter(4),
+            ConfChangeOp::AddLearner(5),
+            ConfChangeOp::Remove(1),
+        ]);
+        assert_eq!(ConfChange::decode(&change.encode()), Ok(change.clone()));
+        change.context = b"http://127.0.0.1:2380".to_vec();
+        let encoded = change.encode();
+        assert_eq!(encoded[0], ENCODING_VERSION_CONTEXT);
+        assert_eq!(ConfChange::decode(&encoded), Ok(change));
+        // A context-carrying version with no context, and a plain version
+        // with trailing bytes, are both damaged.
+        assert_eq!(ConfChange::decode(&[2, 0]), Err(ConfChangeDecodeError::Length));
+        assert_eq!(ConfChange::decode(&[1, 0, 7]), Err(ConfChangeDecodeError::Length));
         assert_eq!(ConfChange::decode(&[]), Err(ConfChangeDecodeError::Empty));
         assert_eq!(ConfChange::decode(&[9, 0]), Err(ConfChangeDecodeError::Version(9)));
         assert_eq!(ConfChange::decode(&[1, 1, 1]), Err(ConfChangeDecodeError::Length));
-        let mut zero = ConfChange {
-            ops: vec![ConfChangeOp::AddVoter(7)],
-        }
+        let mut zero = ConfChange::new(vec![ConfChangeOp::AddVoter(7)])
         .encode();
         zero[3..11].copy_from_slice(&0u64.to_le_bytes());
         assert_eq!(ConfChange::decode(&zero), Err(ConfChangeDecodeError::ZeroNode));
@@ -424,14 +456,12 @@ mod tests {
     #[test]
     fn joint_commit_needs_a_majority_of_both_halves() {
         let joint = config(&[1, 2, 3])
-            .apply(&ConfChange {
-                ops: vec![
+            .apply(&ConfChange::new(vec![
                     ConfChangeOp::AddVoter(4),
                     ConfChangeOp::AddVoter(5),
                     ConfChangeOp::Remove(2),
                     ConfChangeOp::Remove(3),
-                ],
-            })
+                ]))
             .unwrap();
         assert!(joint.is_joint());
         assert_eq!(joint.voters, vec![1, 4, 5]);
@@ -452,9 +482,7 @@ mod tests {
     #[test]
     fn joint_election_needs_a_majority_of_both_halves() {
         let joint = config(&[1, 2, 3])
-            .apply(&ConfChange {
-                ops: vec![ConfChangeOp::AddVoter(4), ConfChangeOp::Remove(3)],
-            })
+            .apply(&ConfChange::new(vec![ConfChangeOp::AddVoter(4), ConfChangeOp::Remove(3)]))
             .unwrap();
         // Granted by 1 and 4, nobody else answered yet: the new half is won,
         // the old half is not decided.
@@ -471,9 +499,7 @@ mod tests {
     #[test]
     fn single_voter_change_is_applied_without_joint() {
         let next = config(&[1, 2, 3])
-            .apply(&ConfChange {
-                ops: vec![ConfChangeOp::AddVoter(4)],
-            })
+            .apply(&ConfChange::new(vec![ConfChangeOp::AddVoter(4)]))
             .unwrap();
         assert!(!next.is_joint());
         assert_eq!(next.voters, vec![1, 2, 3, 4]);
@@ -482,9 +508,7 @@ mod tests {
     #[test]
     fn leaving_joint_drops_the_outgoing_voters() {
         let joint = config(&[1, 2, 3])
-            .apply(&ConfChange {
-                ops: vec![ConfChangeOp::AddVoter(4), ConfChangeOp::Remove(1)],
-            })
+            .apply(&ConfChange::new(vec![ConfChangeOp::AddVoter(4), ConfChangeOp::Remove(1)]))
             .unwrap();
         let left = joint.apply(&ConfChange::default()).unwrap();
         assert_eq!(left, config(&[2, 3, 4]));
@@ -494,22 +518,16 @@ mod tests {
     #[test]
     fn second_change_is_refused_while_joint() {
         let joint = config(&[1, 2, 3])
-            .apply(&ConfChange {
-                ops: vec![ConfChangeOp::AddVoter(4), ConfChangeOp::Remove(1)],
-            })
+            .apply(&ConfChange::new(vec![ConfChangeOp::AddVoter(4), ConfChangeOp::Remove(1)]))
             .unwrap();
-        let result = joint.apply(&ConfChange {
-            ops: vec![ConfChangeOp::AddLearner(9)],
-        });
+        let result = joint.apply(&ConfChange::new(vec![ConfChangeOp::AddLearner(9)]));
         assert_eq!(result, Err(ConfChangeError::InJoint));
     }
 
     #[test]
     fn learners_never_count_in_a_quorum() {
         let with_learner = config(&[1])
-            .apply(&ConfChange {
-                ops: vec![ConfChangeOp::AddLearner(2)],
-            })
+            .apply(&ConfChange::new(vec![ConfChangeOp::AddLearner(2)]))
             .unwrap();
         assert!(with_learner.is_learner(2));
         assert!(!with_learner.is_voter(2));
@@ -520,7 +538,7 @@ mod tests {
     #[test]
     fn invalid_changes_are_refused_with_the_reason() {
         let base = config(&[1, 2, 3]);
-        let change = |ops: Vec<ConfChangeOp>| base.apply(&ConfChange { ops });
+        let change = |ops: Vec<ConfChangeOp>| base.apply(&ConfChange::new(ops));
         assert_eq!(
             change(vec![ConfChangeOp::AddVoter(2)]),
             Err(ConfChangeError::AlreadyVoter(2))

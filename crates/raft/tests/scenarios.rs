@@ -332,7 +332,7 @@ impl Env {
                         other => return Err(format!("unknown change {other:?}")),
                     });
                 }
-                Ok(match self.node(id)?.propose_conf_change(ConfChange { ops }) {
+                Ok(match self.node(id)?.propose_conf_change(ConfChange::new(ops)) {
                     Ok(index) => format!("index {index}"),
                     Err(error) => format!("error: {error}"),
                 })

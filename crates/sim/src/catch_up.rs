@@ -147,9 +147,7 @@ pub fn learner_catch_up(snapshot_bytes: usize, tail_entries: u64, entry_bytes: u
     let started = Instant::now();
     cluster
         .node(1)
-        .propose_conf_change(ConfChange {
-            ops: vec![ConfChangeOp::AddLearner(LEARNER)],
-        })
+        .propose_conf_change(ConfChange::new(vec![ConfChangeOp::AddLearner(LEARNER)]))
         .expect("leader accepts the learner");
     cluster.drive_until(|cluster| cluster.node(LEARNER).applied_index() > target);
     let total_elapsed = started.elapsed();

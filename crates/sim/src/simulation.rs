@@ -853,7 +853,7 @@ impl Simulation {
             return;
         };
         let from = raft.id();
-        let result = raft.propose_conf_change(ConfChange { ops: ops.clone() });
+        let result = raft.propose_conf_change(ConfChange::new(ops.clone()));
         self.membership_changes += u64::from(result.is_ok());
         self.record(mix(0xC0F ^ u64::from(result.is_ok())));
         self.trace(|| format!("membership change at {from}: {ops:?} -> {result:?}"));

@@ -335,7 +335,7 @@ pub fn persist(node: &mut Raft<MemStorage>, ready: &raftwerk_raft::Ready) {
 
 /// A configuration change of `ops`.
 pub fn change(ops: &[raftwerk_raft::ConfChangeOp]) -> raftwerk_raft::ConfChange {
-    raftwerk_raft::ConfChange { ops: ops.to_vec() }
+    raftwerk_raft::ConfChange::new(ops.to_vec())
 }
 
 /// Nodes 1–5 exist; the cluster bootstraps with voters 1, 2, 3 and elects
