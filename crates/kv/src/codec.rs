@@ -4,6 +4,7 @@
 //! so a damaged entry is an error, never a panic or a huge allocation.
 
 use crate::errors::KvError;
+use crate::members::{Member, MemberChange, PEER_URLS_MAX, URL_BYTES_MAX};
 use crate::types::{
     Command, Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, SortOrder,
     SortTarget, TxnRequest,
@@ -31,8 +32,37 @@ pub fn encode_command(command: &Command) -> Vec<u8> {
             out.push(4);
             put_i64(&mut out, *revision);
         }
+        Command::Members(change) => {
+            out.push(5);
+            put_member_change(&mut out, change);
+        }
     }
     out
+}
+
+fn put_member_change(out: &mut Vec<u8>, change: &MemberChange) {
+    match change {
+        MemberChange::Add(member) => {
+            out.push(1);
+            put_bytes(out, &member.encode());
+        }
+        MemberChange::Remove { id } => {
+            out.push(2);
+            out.extend_from_slice(&id.to_le_bytes());
+        }
+        MemberChange::Promote { id } => {
+            out.push(3);
+            out.extend_from_slice(&id.to_le_bytes());
+        }
+        MemberChange::UpdatePeerUrls { id, peer_urls } => {
+            out.push(4);
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&(peer_urls.len() as u32).to_le_bytes());
+            for url in peer_urls {
+                put_bytes(out, url.as_bytes());
+            }
+        }
+    }
 }
 
 /// # Errors
@@ -46,6 +76,7 @@ pub fn decode_command(bytes: &[u8]) -> Result<Command, KvError> {
         4 => Command::Compact {
             revision: reader.i64()?,
         },
+        5 => Command::Members(reader.member_change()?),
         _ => return Err(KvError::BadCommand("unknown command tag")),
     };
     if !reader.bytes.is_empty() {
@@ -186,6 +217,31 @@ impl Reader<'_> {
             return Err(KvError::BadCommand("count beyond the command"));
         }
         Ok(count)
+    }
+
+    fn member_change(&mut self) -> Result<MemberChange, KvError> {
+        Ok(match self.u8()? {
+            1 => MemberChange::Add(Member::decode(&self.bytes()?)?),
+            2 => MemberChange::Remove { id: self.i64()? as u64 },
+            3 => MemberChange::Promote { id: self.i64()? as u64 },
+            4 => {
+                let id = self.i64()? as u64;
+                let count = self.count(4)?;
+                if count > PEER_URLS_MAX {
+                    return Err(KvError::BadCommand("too many peer URLs"));
+                }
+                let mut peer_urls = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let url = self.bytes()?;
+                    if url.len() > URL_BYTES_MAX {
+                        return Err(KvError::BadCommand("peer URL too long"));
+                    }
+                    peer_urls.push(String::from_utf8(url).map_err(|_| KvError::BadCommand("peer URL is not UTF-8"))?);
+                }
+                MemberChange::UpdatePeerUrls { id, peer_urls }
+            }
+            _ => return Err(KvError::BadCommand("unknown member change")),
+        })
     }
 
     fn put(&mut self) -> Result<PutRequest, KvError> {
@@ -342,6 +398,19 @@ mod tests {
                 key: b"x".to_vec(),
                 range_end: vec![0],
                 prev_kv: true,
+            }),
+            Command::Members(MemberChange::Add(Member {
+                id: 4,
+                name: String::new(),
+                peer_urls: vec!["http://127.0.0.1:2380".into()],
+                is_learner: true,
+                promote_when_caught_up: true,
+            })),
+            Command::Members(MemberChange::Remove { id: 4 }),
+            Command::Members(MemberChange::Promote { id: 5 }),
+            Command::Members(MemberChange::UpdatePeerUrls {
+                id: 6,
+                peer_urls: vec!["http://a:1".into(), "http://b:2".into()],
             }),
         ] {
             let bytes = encode_command(&command);

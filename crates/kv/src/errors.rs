@@ -14,6 +14,15 @@ pub enum KvError {
     DuplicateKey,
     #[error("etcdserver: key is not provided")]
     EmptyKey,
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    /// raftwerk grants no leases yet, so every lease id is unknown.
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
     #[error("undecodable command: {0}")]
     BadCommand(&'static str),
     #[error("state machine storage failed: {0}")]

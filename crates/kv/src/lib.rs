@@ -11,10 +11,12 @@
 pub mod codec;
 pub mod errors;
 pub mod keys;
+pub mod members;
 pub mod store;
 pub mod types;
 
 pub use codec::{decode_command, encode_command};
 pub use errors::KvError;
+pub use members::{Member, MemberChange};
 pub use store::KvStore;
 pub use types::*;

@@ -6,7 +6,8 @@
 //! compaction revision. `apply` runs a batch of committed commands in ONE
 //! redb write transaction together with the new applied index, so a crash
 //! leaves either all of a batch or none of it, and a restart resumes from
-//! the applied index (RELIABILITY #2).
+//! the applied index (RELIABILITY #2). The `members` table holds the
+//! cluster's member list, changed in the same transactions.
 //!
 //! Memory: nothing is cached beyond redb's page cache; reads stream over
 //! the table, and only a range's result (bounded by its limit, except when
@@ -19,6 +20,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 
 use crate::errors::KvError;
 use crate::keys::{key_prefix, row_key, split_row_key, Revision};
+use crate::members::{Member, MemberChange};
 use crate::types::{
     Command, CommandResponse, Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, KeyValue,
     PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget, TxnRequest,
@@ -27,10 +29,13 @@ use crate::types::{
 
 const REVISIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("revisions");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Member id to encoded `Member`.
+const MEMBERS: TableDefinition<u64, &[u8]> = TableDefinition::new("members");
 const META_APPLIED: &str = "applied_index";
 const META_REVISION: &str = "revision";
 const META_COMPACT: &str = "compact_revision";
-const SNAPSHOT_MAGIC: &[u8; 8] = b"RWKVSNP1";
+/// Version 2 added the member list after the header.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"RWKVSNP2";
 
 const TOMBSTONE: u8 = 1;
 /// redb's page cache: what the key space keeps in memory, whatever its size
@@ -179,6 +184,15 @@ impl Writer<'_> {
         if put.key.is_empty() {
             return Err(KvError::EmptyKey);
         }
+        if put.ignore_value && !put.value.is_empty() {
+            return Err(KvError::ValueProvided);
+        }
+        if put.ignore_lease && put.lease != 0 {
+            return Err(KvError::LeaseProvided);
+        }
+        if put.lease != 0 {
+            return Err(KvError::LeaseNotFound);
+        }
         let previous = latest(&self.table, &put.key, i64::MAX)?;
         if (put.ignore_value || put.ignore_lease) && previous.is_none() {
             return Err(KvError::KeyNotFound);
@@ -259,6 +273,7 @@ impl KvStore {
         {
             txn.open_table(REVISIONS)?;
             txn.open_table(META)?;
+            txn.open_table(MEMBERS)?;
         }
         txn.commit()?;
         let txn = db.begin_read()?;
@@ -317,6 +332,37 @@ impl KvStore {
         self.compact_revision
     }
 
+    /// The member list, sorted by id.
+    ///
+    /// # Errors
+    /// Storage failures or a damaged record.
+    pub fn members(&self) -> Result<Vec<Member>, KvError> {
+        let txn = self.db.begin_read()?;
+        read_members(&txn.open_table(MEMBERS)?)
+    }
+
+    /// Records the cluster's first members in a store that has applied
+    /// nothing yet (every node of a new cluster starts from the same list,
+    /// as does a node joining it). A store that already has members keeps
+    /// them.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub fn bootstrap_members(&mut self, members: &[Member]) -> Result<(), KvError> {
+        if self.applied_index > 0 || !self.members()?.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(MEMBERS)?;
+            for member in members {
+                table.insert(member.id, member.encode().as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Applies committed commands, in order, in one transaction that also
     /// records the last index as applied. Commands at or below the applied
     /// index are skipped (a replay after a restart). A command that fails
@@ -369,6 +415,13 @@ impl KvStore {
             for (position, (_, command)) in fresh.iter().enumerate() {
                 if let Some((_, error)) = failed.iter().find(|(at, _)| *at == position) {
                     responses.push(Err(error.clone()));
+                    continue;
+                }
+                if let Command::Members(change) = command {
+                    match apply_member_change(&txn, change) {
+                        Err(KvError::Storage(error)) => return Err(KvError::Storage(error)),
+                        result => responses.push(result),
+                    }
                     continue;
                 }
                 match Self::apply_one(&txn, command, revision, &mut compact_revision) {
@@ -452,6 +505,7 @@ impl KvStore {
                 }
                 CommandResponse::Txn(response)
             }
+            Command::Members(_) => unreachable!("member changes are applied by apply_through"),
             Command::Compact { revision: target } => {
                 if *target <= *compact_revision {
                     return Err(KvError::Compacted {
@@ -491,7 +545,11 @@ impl KvStore {
         for op in ops {
             responses.push(match op {
                 RequestOp::Range(range) => {
-                    ResponseOp::Range(range_at(&writer.table, range, revision, compact_revision, writer.main)?)
+                    // The transaction's own writes are visible to its later
+                    // reads, and only they: before any, the next revision is
+                    // still a future one (as etcd).
+                    let visible = if writer.wrote() { writer.main } else { revision };
+                    ResponseOp::Range(range_at(&writer.table, range, visible, compact_revision, writer.main)?)
                 }
                 RequestOp::Put(put) => ResponseOp::Put(writer.put(put)?),
                 RequestOp::DeleteRange(delete) => ResponseOp::DeleteRange(writer.delete_range(delete)?),
@@ -534,6 +592,13 @@ impl KvStore {
         put(&self.applied_index.to_le_bytes())?;
         put(&(self.revision as u64).to_le_bytes())?;
         put(&(self.compact_revision as u64).to_le_bytes())?;
+        let members = read_members(&txn.open_table(MEMBERS)?)?;
+        put(&(members.len() as u32).to_le_bytes())?;
+        for member in &members {
+            let encoded = member.encode();
+            put(&(encoded.len() as u32).to_le_bytes())?;
+            put(&encoded)?;
+        }
         for row in table.range(..)? {
             let (key, value) = row?;
             put(&(key.value().len() as u32).to_le_bytes())?;
@@ -558,11 +623,33 @@ impl KvStore {
         }
         let field = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8 bytes"));
         let (applied_index, revision, compact_revision) = (field(8), field(16) as i64, field(24) as i64);
+        let mut length = [0u8; 4];
+        input.read_exact(&mut length).map_err(damaged)?;
+        let member_count = u32::from_le_bytes(length);
+        if member_count as usize > MEMBERS_IN_SNAPSHOT_MAX {
+            return Err(KvError::BadCommand("damaged member list in snapshot"));
+        }
+        let mut members = Vec::new();
+        for _ in 0..member_count {
+            input.read_exact(&mut length).map_err(damaged)?;
+            let length = u32::from_le_bytes(length) as usize;
+            if length > MEMBER_BYTES_MAX {
+                return Err(KvError::BadCommand("damaged member list in snapshot"));
+            }
+            let mut encoded = vec![0; length];
+            input.read_exact(&mut encoded).map_err(damaged)?;
+            members.push(Member::decode(&encoded).map_err(|_| KvError::BadCommand("damaged member in snapshot"))?);
+        }
         let txn = self.db.begin_write()?;
         {
+            txn.delete_table(MEMBERS)?;
+            let mut member_table = txn.open_table(MEMBERS)?;
+            for member in &members {
+                member_table.insert(member.id, member.encode().as_slice())?;
+            }
+            drop(member_table);
             txn.delete_table(REVISIONS)?;
             let mut table = txn.open_table(REVISIONS)?;
-            let mut length = [0u8; 4];
             loop {
                 match input.read_exact(&mut length) {
                     Ok(()) => {}
@@ -582,6 +669,51 @@ impl KvStore {
     }
 }
 
+/// Bounds on the member list read from a snapshot (a damaged count must
+/// not become a huge allocation).
+const MEMBERS_IN_SNAPSHOT_MAX: usize = 1 << 16;
+const MEMBER_BYTES_MAX: usize = 64 << 10;
+
+fn read_members<T: ReadableTable<u64, &'static [u8]>>(table: &T) -> Result<Vec<Member>, KvError> {
+    let mut members = Vec::new();
+    for row in table.range(..)? {
+        let (_, value) = row?;
+        members.push(Member::decode(value.value())?);
+    }
+    Ok(members)
+}
+
+/// Applies a member change inside the batch's transaction; answers with
+/// the member list after it.
+fn apply_member_change(txn: &WriteTransaction, change: &MemberChange) -> Result<CommandResponse, KvError> {
+    let mut table = txn.open_table(MEMBERS)?;
+    let mut update = |id: u64, edit: &dyn Fn(&mut Member)| -> Result<(), KvError> {
+        let mut member = match table.get(id)? {
+            Some(value) => Member::decode(value.value())?,
+            None => return Err(KvError::MemberNotFound),
+        };
+        edit(&mut member);
+        table.insert(id, member.encode().as_slice())?;
+        Ok(())
+    };
+    match change {
+        MemberChange::Add(member) => {
+            table.insert(member.id, member.encode().as_slice())?;
+        }
+        MemberChange::Remove { id } => {
+            if table.remove(*id)?.is_none() {
+                return Err(KvError::MemberNotFound);
+            }
+        }
+        MemberChange::Promote { id } => update(*id, &|member| {
+            member.is_learner = false;
+            member.promote_when_caught_up = false;
+        })?,
+        MemberChange::UpdatePeerUrls { id, peer_urls } => update(*id, &|member| member.peer_urls.clone_from(peer_urls))?,
+    }
+    Ok(CommandResponse::Members(read_members(&table)?))
+}
+
 /// Serves `request` against `table`, whose latest revision is `current`;
 /// `header` is the revision reported in the response.
 fn range_at<T: ReadableTable<&'static [u8], &'static [u8]>>(
@@ -592,7 +724,7 @@ fn range_at<T: ReadableTable<&'static [u8], &'static [u8]>>(
     header: i64,
 ) -> Result<RangeResponse, KvError> {
     let at = if request.revision > 0 {
-        if request.revision > current.max(header) {
+        if request.revision > current {
             return Err(KvError::FutureRevision {
                 revision: request.revision,
                 current,

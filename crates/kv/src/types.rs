@@ -2,6 +2,8 @@
 //! (same fields and meanings), independent of any wire format: the server
 //! maps protobuf messages onto them.
 
+use crate::members::{Member, MemberChange};
+
 /// One version of a key, as etcd's `mvccpb.KeyValue`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyValue {
@@ -167,6 +169,8 @@ pub enum Command {
     Compact {
         revision: i64,
     },
+    /// Changes the member list (takes no revision).
+    Members(MemberChange),
 }
 
 /// The result of applying a command.
@@ -176,4 +180,6 @@ pub enum CommandResponse {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compact { revision: i64 },
+    /// The member list after the change.
+    Members(Vec<Member>),
 }

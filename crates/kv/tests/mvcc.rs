@@ -281,17 +281,13 @@ fn range_sorts_by_any_target_and_filters_by_revisions() {
 #[test]
 fn put_with_prev_kv_ignore_value_and_ignore_lease() {
     let mut node = Node::new();
-    node.apply(Command::Put(PutRequest {
-        lease: 7,
-        ..put("a", "1")
-    }))
-    .unwrap();
+    node.put("a", "1");
     let response = node
         .apply(Command::Put(PutRequest {
             prev_kv: true,
             ignore_value: true,
             ignore_lease: true,
-            ..put("a", "ignored")
+            ..put("a", "")
         }))
         .unwrap();
     let CommandResponse::Put(response) = response else {
@@ -299,13 +295,70 @@ fn put_with_prev_kv_ignore_value_and_ignore_lease() {
     };
     assert_eq!(response.prev_kv.unwrap().value, b"1");
     let a = node.get("a").unwrap();
-    assert_eq!((a.value.as_slice(), a.lease, a.version), (&b"1"[..], 7, 2));
+    assert_eq!((a.value.as_slice(), a.lease, a.version), (&b"1"[..], 0, 2));
     let missing = node.apply(Command::Put(PutRequest {
         ignore_value: true,
         ..put("nope", "")
     }));
     assert_eq!(missing.unwrap_err().to_string(), "etcdserver: key not found");
-    assert_eq!(node.store.revision(), 2, "the refused put took no revision");
+    // etcd's refusals of contradictory or unknown leases and values.
+    let refusals = [
+        (
+            PutRequest {
+                ignore_value: true,
+                ..put("a", "given")
+            },
+            "etcdserver: value is provided",
+        ),
+        (
+            PutRequest {
+                ignore_lease: true,
+                lease: 7,
+                ..put("a", "x")
+            },
+            "etcdserver: lease is provided",
+        ),
+        (
+            PutRequest {
+                lease: 7,
+                ..put("a", "x")
+            },
+            "etcdserver: requested lease not found",
+        ),
+    ];
+    for (request, message) in refusals {
+        assert_eq!(node.apply(Command::Put(request)).unwrap_err().to_string(), message);
+    }
+    assert_eq!(node.store.revision(), 2, "the refused puts took no revision");
+    assert_eq!(node.get("a").unwrap().value, b"1");
+}
+
+#[test]
+fn a_read_only_txn_cannot_read_the_next_revision_but_a_writing_one_can() {
+    let mut node = Node::new();
+    node.put("a", "1");
+    let read_next = |key: &str| {
+        RequestOp::Range(RangeRequest {
+            revision: 2,
+            ..range(key, "")
+        })
+    };
+    let read_only = node.apply(Command::Txn(TxnRequest {
+        success: vec![read_next("a")],
+        ..TxnRequest::default()
+    }));
+    assert_eq!(
+        read_only.unwrap_err().to_string(),
+        "etcdserver: mvcc: required revision is a future revision"
+    );
+    let response = node.txn(TxnRequest {
+        success: vec![RequestOp::Put(put("b", "2")), read_next("b")],
+        ..TxnRequest::default()
+    });
+    let ResponseOp::Range(read) = &response.responses[1] else {
+        panic!("{response:?}")
+    };
+    assert_eq!(read.kvs[0].value, b"2", "the txn's own write is visible at its revision");
 }
 
 fn compare(key: &str, result: CompareResult, target: CompareTarget) -> Compare {
@@ -454,7 +507,15 @@ fn snapshot_restores_the_same_state_and_history() {
     assert_eq!(written, data.len() as u64);
     let mut other = Node::new();
     other.put("junk", "x");
+    other
+        .store
+        .bootstrap_members(&[Member {
+            id: 9,
+            ..Member::default()
+        }])
+        .unwrap();
     other.store.restore_snapshot(&mut data.as_slice()).unwrap();
+    assert_eq!(other.store.members().unwrap(), node.store.members().unwrap());
     assert_eq!(other.store.applied_index(), node.store.applied_index());
     assert_eq!(other.store.revision(), 4);
     assert!(other.get("junk").is_none(), "the old state is gone");
@@ -603,4 +664,55 @@ fn count_is_the_range_size_not_the_filtered_size() {
         .unwrap();
     assert_eq!(keys(&response), vec!["c"]);
     assert_eq!(response.count, 3, "etcd reports the 3 keys of the range");
+}
+
+#[test]
+fn member_changes_apply_with_the_index_take_no_revision_and_travel_in_snapshots() {
+    let mut node = Node::new();
+    let member = |id: u64, name: &str| Member {
+        id,
+        name: name.into(),
+        peer_urls: vec![format!("http://127.0.0.1:{id}")],
+        ..Member::default()
+    };
+    node.store.bootstrap_members(&[member(1, "a"), member(2, "b")]).unwrap();
+    node.put("k", "v");
+    let added = node
+        .apply(Command::Members(MemberChange::Add(Member {
+            is_learner: true,
+            promote_when_caught_up: true,
+            ..member(3, "")
+        })))
+        .unwrap();
+    let CommandResponse::Members(list) = added else {
+        panic!("{added:?}")
+    };
+    assert_eq!(list.iter().map(|m| m.id).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(node.store.revision(), 1, "member changes take no revision");
+    assert_eq!(node.store.applied_index(), 2);
+    node.apply(Command::Members(MemberChange::Promote { id: 3 })).unwrap();
+    node.apply(Command::Members(MemberChange::UpdatePeerUrls {
+        id: 2,
+        peer_urls: vec!["http://10.0.0.2:2380".into()],
+    }))
+    .unwrap();
+    node.apply(Command::Members(MemberChange::Remove { id: 1 })).unwrap();
+    let members = node.store.members().unwrap();
+    assert_eq!(members.len(), 2);
+    assert_eq!(members[0].peer_urls, vec!["http://10.0.0.2:2380".to_string()]);
+    assert!(!members[1].is_learner && !members[1].promote_when_caught_up);
+    assert_eq!(
+        node.apply(Command::Members(MemberChange::Remove { id: 1 }))
+            .unwrap_err()
+            .to_string(),
+        "etcdserver: member not found"
+    );
+    // Bootstrapping again changes nothing once the store has a history.
+    node.store.bootstrap_members(&[member(7, "x")]).unwrap();
+    assert_eq!(node.store.members().unwrap(), members);
+    let mut data = Vec::new();
+    node.store.write_snapshot(&mut data).unwrap();
+    let mut other = Node::new();
+    other.store.restore_snapshot(&mut data.as_slice()).unwrap();
+    assert_eq!(other.store.members().unwrap(), members);
 }

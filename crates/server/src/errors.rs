@@ -25,6 +25,18 @@ pub enum ServerError {
     Stopped,
     #[error("etcdserver: too many requests")]
     TooManyRequests,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlsExist,
+    #[error("etcdserver: given member URLs are invalid: {0}")]
+    BadPeerUrls(String),
+    #[error("etcdserver: can only promote a learner member")]
+    NotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    /// The consensus core refused a membership change (one at a time, no
+    /// change that leaves no voter, ...).
+    #[error("etcdserver: {0}")]
+    MembershipRefused(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -39,7 +51,19 @@ impl From<ServerError> for Status {
     fn from(error: ServerError) -> Self {
         let code = match &error {
             ServerError::Kv(KvError::Compacted { .. } | KvError::FutureRevision { .. }) => Code::OutOfRange,
-            ServerError::Kv(KvError::KeyNotFound | KvError::DuplicateKey | KvError::EmptyKey) => Code::InvalidArgument,
+            ServerError::Kv(
+                KvError::KeyNotFound
+                | KvError::DuplicateKey
+                | KvError::EmptyKey
+                | KvError::ValueProvided
+                | KvError::LeaseProvided,
+            ) => Code::InvalidArgument,
+            ServerError::Kv(KvError::LeaseNotFound | KvError::MemberNotFound) => Code::NotFound,
+            ServerError::BadPeerUrls(_) => Code::InvalidArgument,
+            ServerError::PeerUrlsExist
+            | ServerError::NotLearner
+            | ServerError::LearnerNotReady
+            | ServerError::MembershipRefused(_) => Code::FailedPrecondition,
             ServerError::Kv(_) | ServerError::Internal(_) => Code::Internal,
             ServerError::RequestTooLarge => Code::InvalidArgument,
             ServerError::TooManyRequests => Code::ResourceExhausted,
