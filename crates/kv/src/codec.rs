@@ -405,6 +405,7 @@ mod tests {
                 peer_urls: vec!["http://127.0.0.1:2380".into()],
                 is_learner: true,
                 promote_when_caught_up: true,
+                removed: false,
             })),
             Command::Members(MemberChange::Remove { id: 4 }),
             Command::Members(MemberChange::Promote { id: 5 }),

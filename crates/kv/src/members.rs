@@ -19,6 +19,9 @@ pub struct Member {
     /// Added as a voter: it joins as a learner and the leader promotes it
     /// once its log has caught up.
     pub promote_when_caught_up: bool,
+    /// Removed from the cluster. Its record is kept so that the others
+    /// can tell it so if it still talks to them (it then stops).
+    pub removed: bool,
 }
 
 /// A change to the member list, applied in log order.
@@ -26,10 +29,17 @@ pub struct Member {
 pub enum MemberChange {
     /// Adds (or replaces) a member.
     Add(Member),
-    Remove { id: u64 },
+    Remove {
+        id: u64,
+    },
     /// The learner becomes a voter.
-    Promote { id: u64 },
-    UpdatePeerUrls { id: u64, peer_urls: Vec<String> },
+    Promote {
+        id: u64,
+    },
+    UpdatePeerUrls {
+        id: u64,
+        peer_urls: Vec<String>,
+    },
 }
 
 /// Most peer URLs one member may have, and longest URL accepted.
@@ -38,13 +48,15 @@ pub const URL_BYTES_MAX: usize = 1024;
 const NAME_BYTES_MAX: usize = 1024;
 
 impl Member {
-    /// Layout: version 1, id, flags (1 learner, 2 promote), name, then a
+    /// Layout: version 1, id, flags (1 learner, 2 promote, 4 removed), name, then a
     /// count of URLs and each URL; strings are u16-length-prefixed.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(32 + self.name.len());
         out.push(1u8);
         out.extend_from_slice(&self.id.to_le_bytes());
-        out.push(u8::from(self.is_learner) | (u8::from(self.promote_when_caught_up) << 1));
+        out.push(
+            u8::from(self.is_learner) | (u8::from(self.promote_when_caught_up) << 1) | (u8::from(self.removed) << 2),
+        );
         put_string(&mut out, &self.name);
         put_urls(&mut out, &self.peer_urls);
         out
@@ -59,7 +71,7 @@ impl Member {
         }
         let id = u64::from_le_bytes(reader.take(8)?.try_into().expect("8 bytes"));
         let flags = reader.take(1)?[0];
-        if flags > 3 {
+        if flags > 7 {
             return Err(KvError::BadCommand("unknown member flags"));
         }
         let name = reader.string(NAME_BYTES_MAX)?;
@@ -73,6 +85,7 @@ impl Member {
             peer_urls,
             is_learner: flags & 1 != 0,
             promote_when_caught_up: flags & 2 != 0,
+            removed: flags & 4 != 0,
         })
     }
 }
@@ -133,11 +146,15 @@ mod tests {
             peer_urls: vec!["http://127.0.0.1:2380".into(), "http://10.0.0.1:2380".into()],
             is_learner: true,
             promote_when_caught_up: true,
+            removed: true,
         };
         let encoded = member.encode();
         assert_eq!(Member::decode(&encoded), Ok(member));
         for cut in 0..encoded.len() {
-            assert!(Member::decode(&encoded[..cut]).is_err(), "prefix of {cut} bytes decoded");
+            assert!(
+                Member::decode(&encoded[..cut]).is_err(),
+                "prefix of {cut} bytes decoded"
+            );
         }
         let mut trailing = encoded.clone();
         trailing.push(0);

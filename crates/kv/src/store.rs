@@ -332,13 +332,29 @@ impl KvStore {
         self.compact_revision
     }
 
-    /// The member list, sorted by id.
+    /// The member list, sorted by id (removed members are not in it).
     ///
     /// # Errors
     /// Storage failures or a damaged record.
     pub fn members(&self) -> Result<Vec<Member>, KvError> {
         let txn = self.db.begin_read()?;
-        read_members(&txn.open_table(MEMBERS)?)
+        Ok(read_members(&txn.open_table(MEMBERS)?)?
+            .into_iter()
+            .filter(|member| !member.removed)
+            .collect())
+    }
+
+    /// The ids of members removed from the cluster.
+    ///
+    /// # Errors
+    /// Storage failures or a damaged record.
+    pub fn removed_members(&self) -> Result<Vec<u64>, KvError> {
+        let txn = self.db.begin_read()?;
+        Ok(read_members(&txn.open_table(MEMBERS)?)?
+            .into_iter()
+            .filter(|member| member.removed)
+            .map(|member| member.id)
+            .collect())
     }
 
     /// Records the cluster's first members in a store that has applied
@@ -692,6 +708,9 @@ fn apply_member_change(txn: &WriteTransaction, change: &MemberChange) -> Result<
             Some(value) => Member::decode(value.value())?,
             None => return Err(KvError::MemberNotFound),
         };
+        if member.removed {
+            return Err(KvError::MemberNotFound);
+        }
         edit(&mut member);
         table.insert(id, member.encode().as_slice())?;
         Ok(())
@@ -700,18 +719,19 @@ fn apply_member_change(txn: &WriteTransaction, change: &MemberChange) -> Result<
         MemberChange::Add(member) => {
             table.insert(member.id, member.encode().as_slice())?;
         }
-        MemberChange::Remove { id } => {
-            if table.remove(*id)?.is_none() {
-                return Err(KvError::MemberNotFound);
-            }
-        }
+        MemberChange::Remove { id } => update(*id, &|member| member.removed = true)?,
         MemberChange::Promote { id } => update(*id, &|member| {
             member.is_learner = false;
             member.promote_when_caught_up = false;
         })?,
-        MemberChange::UpdatePeerUrls { id, peer_urls } => update(*id, &|member| member.peer_urls.clone_from(peer_urls))?,
+        MemberChange::UpdatePeerUrls { id, peer_urls } => {
+            update(*id, &|member| member.peer_urls.clone_from(peer_urls))?
+        }
     }
-    Ok(CommandResponse::Members(read_members(&table)?))
+    let members = read_members(&table)?;
+    Ok(CommandResponse::Members(
+        members.into_iter().filter(|member| !member.removed).collect(),
+    ))
 }
 
 /// Serves `request` against `table`, whose latest revision is `current`;

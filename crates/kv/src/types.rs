@@ -179,7 +179,9 @@ pub enum CommandResponse {
     Put(PutResponse),
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
-    Compact { revision: i64 },
+    Compact {
+        revision: i64,
+    },
     /// The member list after the change.
     Members(Vec<Member>),
 }

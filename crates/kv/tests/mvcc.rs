@@ -358,7 +358,10 @@ fn a_read_only_txn_cannot_read_the_next_revision_but_a_writing_one_can() {
     let ResponseOp::Range(read) = &response.responses[1] else {
         panic!("{response:?}")
     };
-    assert_eq!(read.kvs[0].value, b"2", "the txn's own write is visible at its revision");
+    assert_eq!(
+        read.kvs[0].value, b"2",
+        "the txn's own write is visible at its revision"
+    );
 }
 
 fn compare(key: &str, result: CompareResult, target: CompareTarget) -> Compare {
@@ -707,6 +710,17 @@ fn member_changes_apply_with_the_index_take_no_revision_and_travel_in_snapshots(
             .to_string(),
         "etcdserver: member not found"
     );
+    assert_eq!(
+        node.store.removed_members().unwrap(),
+        vec![1],
+        "a removed member is remembered"
+    );
+    assert_eq!(
+        node.apply(Command::Members(MemberChange::Promote { id: 1 }))
+            .unwrap_err()
+            .to_string(),
+        "etcdserver: member not found"
+    );
     // Bootstrapping again changes nothing once the store has a history.
     node.store.bootstrap_members(&[member(7, "x")]).unwrap();
     assert_eq!(node.store.members().unwrap(), members);
@@ -715,4 +729,5 @@ fn member_changes_apply_with_the_index_take_no_revision_and_travel_in_snapshots(
     let mut other = Node::new();
     other.store.restore_snapshot(&mut data.as_slice()).unwrap();
     assert_eq!(other.store.members().unwrap(), members);
+    assert_eq!(other.store.removed_members().unwrap(), vec![1]);
 }

@@ -447,8 +447,7 @@ mod tests {
         assert_eq!(ConfChange::decode(&[]), Err(ConfChangeDecodeError::Empty));
         assert_eq!(ConfChange::decode(&[9, 0]), Err(ConfChangeDecodeError::Version(9)));
         assert_eq!(ConfChange::decode(&[1, 1, 1]), Err(ConfChangeDecodeError::Length));
-        let mut zero = ConfChange::new(vec![ConfChangeOp::AddVoter(7)])
-        .encode();
+        let mut zero = ConfChange::new(vec![ConfChangeOp::AddVoter(7)]).encode();
         zero[3..11].copy_from_slice(&0u64.to_le_bytes());
         assert_eq!(ConfChange::decode(&zero), Err(ConfChangeDecodeError::ZeroNode));
     }
@@ -457,11 +456,11 @@ mod tests {
     fn joint_commit_needs_a_majority_of_both_halves() {
         let joint = config(&[1, 2, 3])
             .apply(&ConfChange::new(vec![
-                    ConfChangeOp::AddVoter(4),
-                    ConfChangeOp::AddVoter(5),
-                    ConfChangeOp::Remove(2),
-                    ConfChangeOp::Remove(3),
-                ]))
+                ConfChangeOp::AddVoter(4),
+                ConfChangeOp::AddVoter(5),
+                ConfChangeOp::Remove(2),
+                ConfChangeOp::Remove(3),
+            ]))
             .unwrap();
         assert!(joint.is_joint());
         assert_eq!(joint.voters, vec![1, 4, 5]);
@@ -482,7 +481,10 @@ mod tests {
     #[test]
     fn joint_election_needs_a_majority_of_both_halves() {
         let joint = config(&[1, 2, 3])
-            .apply(&ConfChange::new(vec![ConfChangeOp::AddVoter(4), ConfChangeOp::Remove(3)]))
+            .apply(&ConfChange::new(vec![
+                ConfChangeOp::AddVoter(4),
+                ConfChangeOp::Remove(3),
+            ]))
             .unwrap();
         // Granted by 1 and 4, nobody else answered yet: the new half is won,
         // the old half is not decided.
@@ -508,7 +510,10 @@ mod tests {
     #[test]
     fn leaving_joint_drops_the_outgoing_voters() {
         let joint = config(&[1, 2, 3])
-            .apply(&ConfChange::new(vec![ConfChangeOp::AddVoter(4), ConfChangeOp::Remove(1)]))
+            .apply(&ConfChange::new(vec![
+                ConfChangeOp::AddVoter(4),
+                ConfChangeOp::Remove(1),
+            ]))
             .unwrap();
         let left = joint.apply(&ConfChange::default()).unwrap();
         assert_eq!(left, config(&[2, 3, 4]));
@@ -518,7 +523,10 @@ mod tests {
     #[test]
     fn second_change_is_refused_while_joint() {
         let joint = config(&[1, 2, 3])
-            .apply(&ConfChange::new(vec![ConfChangeOp::AddVoter(4), ConfChangeOp::Remove(1)]))
+            .apply(&ConfChange::new(vec![
+                ConfChangeOp::AddVoter(4),
+                ConfChangeOp::Remove(1),
+            ]))
             .unwrap();
         let result = joint.apply(&ConfChange::new(vec![ConfChangeOp::AddLearner(9)]));
         assert_eq!(result, Err(ConfChangeError::InJoint));

@@ -4,6 +4,9 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
+use raftwerk_kv::Member;
+
+use crate::identity::Identity;
 use crate::node::Membership;
 
 /// A node's configuration (see the `raftwerk` binary for the flags).
@@ -40,7 +43,7 @@ pub enum ConfigError {
 }
 
 /// 64-bit FNV-1a: stable identities from names.
-fn fnv(parts: &[&str]) -> u64 {
+pub(crate) fn fnv(parts: &[&str]) -> u64 {
     let mut hash = 0xcbf2_9ce4_8422_2325u64;
     for part in parts {
         for byte in part.bytes().chain([0u8]) {
@@ -68,23 +71,26 @@ pub fn parse_initial_cluster(text: &str) -> Result<Vec<(String, String)>, Config
     Ok(out)
 }
 
+/// The address an `http://host:port` URL names.
+///
+/// # Errors
+/// Another scheme, no port, or a host that does not resolve.
+pub(crate) fn socket_addr(url: &str) -> Result<SocketAddr, String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(format!("{url:?} must be an http:// URL (TLS is not supported yet)"));
+    };
+    let host_port = rest.trim_end_matches('/');
+    host_port
+        .to_socket_addrs()
+        .map_err(|error| format!("{url:?}: {error}"))?
+        .next()
+        .ok_or_else(|| format!("{url:?} resolves to no address"))
+}
+
 fn socket_addrs(urls: &[String], flag: &str) -> Result<Vec<SocketAddr>, String> {
-    let mut out = Vec::new();
-    for url in urls {
-        let Some(rest) = url.strip_prefix("http://") else {
-            return Err(format!(
-                "{flag}: {url:?} must be an http:// URL (TLS is not supported yet)"
-            ));
-        };
-        let host_port = rest.trim_end_matches('/');
-        let addr = host_port
-            .to_socket_addrs()
-            .map_err(|error| format!("{flag}: {url:?}: {error}"))?
-            .next()
-            .ok_or_else(|| format!("{flag}: {url:?} resolves to no address"))?;
-        out.push(addr);
-    }
-    Ok(out)
+    urls.iter()
+        .map(|url| socket_addr(url).map_err(|error| format!("{flag}: {error}")))
+        .collect()
 }
 
 impl ServerConfig {
@@ -118,11 +124,6 @@ impl ServerConfig {
                 raftwerk_wal::wal::ENTRY_BYTES_MAX / 2
             ));
         }
-        if !self.initial_cluster_state_new {
-            return invalid(
-                "--initial-cluster-state=existing (joining a running cluster) is not implemented yet".to_string(),
-            );
-        }
         let Some((_, url)) = self.initial_cluster.iter().find(|(name, _)| *name == self.name) else {
             return invalid(format!(
                 "--initial-cluster has no entry for this member's --name {:?}",
@@ -145,11 +146,13 @@ impl ServerConfig {
         Ok(())
     }
 
-    /// Member ids, names and peer URLs, and this cluster's identity.
+    /// The identity the flags give a member of a new cluster: ids derived
+    /// from the cluster token and `--initial-cluster` (equal on every
+    /// member), the first members from `--initial-cluster`.
     ///
     /// # Errors
     /// When the configuration is invalid.
-    pub fn membership(&self) -> Result<Membership, String> {
+    pub fn identity_from_flags(&self) -> Result<Identity, String> {
         self.validate().map_err(|error| error.to_string())?;
         let mut described: Vec<String> = self
             .initial_cluster
@@ -159,26 +162,35 @@ impl ServerConfig {
         described.sort();
         let mut parts: Vec<&str> = vec![self.initial_cluster_token.as_str()];
         parts.extend(described.iter().map(String::as_str));
-        let cluster_id = fnv(&parts);
-        let mut members: Vec<(u64, String, Vec<String>)> = self
+        let mut bootstrap: Vec<Member> = self
             .initial_cluster
             .iter()
-            .map(|(name, url)| {
-                (
-                    fnv(&[&self.initial_cluster_token, name]),
-                    name.clone(),
-                    vec![url.clone()],
-                )
+            .map(|(name, url)| Member {
+                id: fnv(&[&self.initial_cluster_token, name]),
+                name: name.clone(),
+                peer_urls: vec![url.clone()],
+                ..Member::default()
             })
             .collect();
-        members.sort();
-        Ok(Membership {
-            cluster_id,
+        bootstrap.sort_by_key(|member| member.id);
+        Ok(Identity {
+            cluster_id: fnv(&parts),
             member_id: fnv(&[&self.initial_cluster_token, &self.name]),
             name: self.name.clone(),
-            members,
-            client_urls: self.advertise_client_urls.clone(),
+            bootstrap,
+            removed: false,
         })
+    }
+
+    /// The node's static facts, from its identity and flags.
+    pub fn membership(&self, identity: &Identity) -> Membership {
+        Membership {
+            cluster_id: identity.cluster_id,
+            member_id: identity.member_id,
+            name: identity.name.clone(),
+            client_urls: self.advertise_client_urls.clone(),
+            bootstrap: identity.bootstrap.clone(),
+        }
     }
 
     pub fn client_listen_addrs(&self) -> Result<Vec<SocketAddr>, String> {

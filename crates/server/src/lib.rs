@@ -6,13 +6,13 @@
 pub mod config;
 pub mod convert;
 pub mod errors;
+pub mod identity;
+pub mod join;
 pub mod message_codec;
 pub mod node;
 pub mod services;
 pub mod snapshot_io;
 pub mod transport;
-
-use std::sync::{Arc, Mutex};
 
 use raftwerk_proto::etcdserverpb::cluster_server::ClusterServer;
 use raftwerk_proto::etcdserverpb::kv_server::KvServer;
@@ -20,9 +20,9 @@ use raftwerk_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use raftwerk_proto::raftwerkpb::peer_server::PeerServer;
 
 pub use config::{ConfigError, ServerConfig};
+use identity::Identity;
 use node::{Node, NodeOptions};
 use services::Services;
-use transport::Transport;
 
 /// Bytes gRPC may receive beyond `--max-request-bytes`, so that an
 /// oversized request reaches the server and gets etcd's own error.
@@ -33,10 +33,13 @@ const GRPC_OVERHEAD_BYTES: usize = 512 << 10;
 /// # Errors
 /// What prevents the node from starting or serving.
 pub async fn serve(config: ServerConfig) -> Result<(), String> {
-    let membership = config.membership()?;
+    config.validate().map_err(|error| error.to_string())?;
     let client_addrs = config.client_listen_addrs()?;
     let peer_addrs = config.peer_listen_addrs()?;
-    let peer_client_urls = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|error| format!("cannot create {}: {error}", config.data_dir.display()))?;
+    let identity = resolve_identity(&config).await?;
+    let membership = config.membership(&identity);
     let options = NodeOptions {
         data_dir: config.data_dir.clone(),
         heartbeat_interval: std::time::Duration::from_millis(config.heartbeat_interval_ms),
@@ -45,12 +48,8 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
         snapshot_catchup_entries: config.snapshot_catchup_entries,
         request_timeout: std::time::Duration::from_millis((config.election_timeout_ms * 5).max(5000)),
     };
-    let urls = peer_client_urls.clone();
-    let handle = Node::start(membership.clone(), options, move |_| {
-        Transport::start(&membership, urls)
-    })
-    .map_err(|error| error.to_string())?;
-    let services = Services::new(handle, config.max_request_bytes, peer_client_urls);
+    let handle = Node::start(membership, options).map_err(|error| error.to_string())?;
+    let services = Services::new(handle, config.max_request_bytes);
     let limit = config.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let mut tasks = tokio::task::JoinSet::new();
     for addr in peer_addrs {
@@ -83,4 +82,25 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
         Some(Err(error)) => Err(error.to_string()),
         _ => Ok(()),
     }
+}
+
+/// The node's identity: the one stored in its data directory (checked
+/// against the flags), or, at the first start, the one the flags give a new
+/// cluster's member, or the one the running cluster gives a joining member.
+async fn resolve_identity(config: &ServerConfig) -> Result<Identity, String> {
+    let from_flags = if config.initial_cluster_state_new {
+        Some(config.identity_from_flags()?)
+    } else {
+        None
+    };
+    if let Some(stored) = Identity::load(&config.data_dir)? {
+        stored.check(&config.data_dir, &config.name, from_flags.as_ref())?;
+        return Ok(stored);
+    }
+    let identity = match from_flags {
+        Some(identity) => identity,
+        None => join::join(config).await?,
+    };
+    identity.store(&config.data_dir)?;
+    Ok(identity)
 }

@@ -8,23 +8,28 @@
 //! Clients talk to the task through `NodeHandle`; every request carries a
 //! one-shot reply channel, and every wait on one is bounded by a timeout.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use raftwerk_kv::{decode_command, encode_command, Command, CommandResponse, KvStore, RangeRequest, RangeResponse};
+use raftwerk_kv::{
+    decode_command, encode_command, Command, CommandResponse, KvError, KvStore, Member, MemberChange, RangeRequest,
+    RangeResponse,
+};
 use raftwerk_raft::{
-    Config, EntryKind, LogStore, Message, NodeId, ProposeError, Raft, ReadError, Ready, Role, Storage,
+    ConfChange, ConfChangeError, ConfChangeOp, Config, Entry, EntryKind, LogStore, Message, NodeId, ProposeError, Raft,
+    ReadError, Ready, Role, Storage,
 };
 use raftwerk_wal::{RealFs, Wal, WalOptions};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::errors::ServerError;
+use crate::identity::Identity;
 use crate::snapshot_io::{SnapshotReader, SnapshotWriter};
-use crate::transport::Transport;
+use crate::transport::{PeerDirectory, PeerReports, Transport};
 
 /// Inputs queued for the node task; beyond this, clients get
 /// "too many requests" and peer messages are dropped (the core retries).
@@ -32,15 +37,38 @@ const INPUT_QUEUE_MAX: usize = 4096;
 /// Inputs handled per wake-up before the Ready loop runs (batching).
 const INPUTS_PER_ROUND_MAX: usize = 1024;
 
-/// Static facts about this node and its cluster.
+/// Static facts about this node and its cluster (the member list itself
+/// changes, and lives in the key space).
 #[derive(Clone, Debug)]
 pub struct Membership {
     pub cluster_id: u64,
     pub member_id: NodeId,
     pub name: String,
-    /// Every member: id, name, peer URLs; sorted by id.
-    pub members: Vec<(NodeId, String, Vec<String>)>,
     pub client_urls: Vec<String>,
+    /// The cluster's first members, from whose configuration every log
+    /// starts (a joining node is given them).
+    pub bootstrap: Vec<Member>,
+}
+
+/// A change of the member list asked for by a client.
+#[derive(Clone, Debug)]
+pub enum MembershipRequest {
+    /// A learner, or a voter: it joins as a learner and is promoted once
+    /// it has caught up.
+    Add {
+        peer_urls: Vec<String>,
+        learner: bool,
+    },
+    Remove {
+        id: NodeId,
+    },
+    Promote {
+        id: NodeId,
+    },
+    Update {
+        id: NodeId,
+        peer_urls: Vec<String>,
+    },
 }
 
 /// Settings of the node runtime.
@@ -85,6 +113,10 @@ enum Input {
         target: NodeId,
         reply: oneshot::Sender<Result<(), ServerError>>,
     },
+    Membership {
+        request: MembershipRequest,
+        reply: ProposalReply,
+    },
 }
 
 /// The client side of the node task.
@@ -96,6 +128,11 @@ pub struct NodeHandle {
     request_timeout: Duration,
     /// The node's current term (for response headers).
     term: Arc<AtomicU64>,
+    directory: PeerDirectory,
+    /// Members removed from the cluster (their messages are refused).
+    removed: Arc<RwLock<BTreeSet<NodeId>>>,
+    /// What peers reported about themselves.
+    pub reports: PeerReports,
 }
 
 impl NodeHandle {
@@ -154,6 +191,40 @@ impl NodeHandle {
         self.ask(|reply| Input::MoveLeader { target, reply }).await?
     }
 
+    /// Changes the member list (this node must lead); answers with the
+    /// list once the change is applied here.
+    ///
+    /// # Errors
+    /// `NotLeader`, `NoLeader`, a refused change, or a timeout.
+    pub async fn change_membership(&self, request: MembershipRequest) -> Result<Vec<Member>, ServerError> {
+        match self.ask(|reply| Input::Membership { request, reply }).await?? {
+            (CommandResponse::Members(members), _) => Ok(members),
+            (other, _) => Err(ServerError::Internal(format!("unexpected response {other:?}"))),
+        }
+    }
+
+    /// The member list as this node has applied it.
+    ///
+    /// # Errors
+    /// A storage failure.
+    pub fn members(&self) -> Result<Vec<Member>, ServerError> {
+        Ok(self.kv.read().expect("key space lock poisoned").members()?)
+    }
+
+    /// Whether `id` was removed from the cluster.
+    pub fn is_removed(&self, id: NodeId) -> bool {
+        self.removed.read().expect("removed set lock poisoned").contains(&id)
+    }
+
+    /// A member's first peer URL.
+    pub fn peer_url(&self, id: NodeId) -> Option<String> {
+        self.directory
+            .read()
+            .expect("peer directory lock poisoned")
+            .get(&id)
+            .and_then(|urls| urls.first().cloned())
+    }
+
     /// Hands a peer's message to the node; dropped when the queue is full.
     pub fn deliver(&self, message: Message) {
         let _ = self.inputs.try_send(Input::Peer(message));
@@ -177,6 +248,13 @@ pub struct Node {
     /// Confirmed reads waiting until this index is applied.
     reads_confirmed: Vec<(u64, oneshot::Sender<Result<(), ServerError>>)>,
     last_snapshot_index: u64,
+    /// Members added by changes in the log not yet applied, by the index
+    /// of their entry: reachable before the change commits.
+    pending_members: BTreeMap<u64, Member>,
+    directory: PeerDirectory,
+    removed: Arc<RwLock<BTreeSet<NodeId>>>,
+    /// Ticks since the leader last tried to promote caught-up learners.
+    promote_elapsed: u64,
     last_leader: NodeId,
     /// The leader the pending reads were asked of.
     last_confirmed_leader: NodeId,
@@ -204,14 +282,7 @@ impl Node {
     /// # Errors
     /// What prevents the node from starting: a locked or damaged data
     /// directory, a data directory of another cluster, inconsistent state.
-    pub fn start(
-        membership: Membership,
-        options: NodeOptions,
-        transport_for: impl FnOnce(NodeHandle) -> Transport,
-    ) -> Result<NodeHandle, StartError> {
-        std::fs::create_dir_all(&options.data_dir)
-            .map_err(|error| StartError::DataDir(format!("cannot create {}: {error}", options.data_dir.display())))?;
-        check_cluster_file(&options.data_dir, &membership)?;
+    pub fn start(membership: Membership, options: NodeOptions) -> Result<NodeHandle, StartError> {
         let wal = Wal::open(RealFs, &options.data_dir, WalOptions::default())?;
         let mut kv = KvStore::open(&options.data_dir.join("kv.redb"))?;
         if let Some(meta) = wal.snapshot() {
@@ -224,7 +295,10 @@ impl Node {
         // The WAL holds every entry the key space applies, so its batches
         // need not be synced one by one: a crash replays them.
         kv.set_durable_commits(false);
-        let voters: Vec<NodeId> = membership.members.iter().map(|(id, _, _)| *id).collect();
+        // Every node's log starts from the first members' configuration,
+        // and its member list from theirs.
+        kv.bootstrap_members(&membership.bootstrap)?;
+        let voters: Vec<NodeId> = membership.bootstrap.iter().map(|member| member.id).collect();
         let mut config = Config::new(membership.member_id, voters);
         config.election_ticks = options.election_ticks;
         config.heartbeat_ticks = 1;
@@ -237,15 +311,38 @@ impl Node {
         let membership = Arc::new(membership);
         let (inputs, receiver) = mpsc::channel(INPUT_QUEUE_MAX);
         let term = Arc::new(AtomicU64::new(raft.term()));
+        let directory: PeerDirectory = Arc::new(RwLock::new(BTreeMap::new()));
+        let reports: PeerReports = Arc::new(Mutex::new(BTreeMap::new()));
+        let removed = Arc::new(RwLock::new(BTreeSet::new()));
         let handle = NodeHandle {
             inputs,
             kv: kv.clone(),
             membership: membership.clone(),
             request_timeout: options.request_timeout,
             term: term.clone(),
+            directory: directory.clone(),
+            removed: removed.clone(),
+            reports: reports.clone(),
         };
-        let transport = transport_for(handle.clone());
-        let node = Node {
+        let (data_dir, name) = (options.data_dir.clone(), membership.name.clone());
+        let transport = Transport::new(
+            membership.cluster_id,
+            membership.member_id,
+            directory.clone(),
+            reports,
+            Arc::new(move || leave_cluster(&data_dir, &name)),
+        );
+        // Members added by changes still in the log's unapplied tail.
+        let mut pending_members = BTreeMap::new();
+        let applied = raft.applied_index();
+        if raft.last_index() > applied {
+            for entry in raft.log_entries(applied + 1, raft.last_index() + 1)? {
+                if let Some(member) = added_member(&entry) {
+                    pending_members.insert(entry.index, member);
+                }
+            }
+        }
+        let mut node = Node {
             raft,
             kv,
             transport,
@@ -256,10 +353,16 @@ impl Node {
             reads_pending: BTreeMap::new(),
             reads_confirmed: Vec::new(),
             last_snapshot_index,
+            pending_members,
+            directory,
+            removed,
+            promote_elapsed: 0,
             last_leader: 0,
             last_confirmed_leader: 0,
             term,
         };
+        node.sync_peers()
+            .map_err(|error| StartError::DataDir(error.to_string()))?;
         tokio::spawn(node.run(receiver));
         Ok(handle)
     }
@@ -276,6 +379,7 @@ impl Node {
             tokio::select! {
                 _ = ticker.tick() => {
                     self.raft.tick();
+                    self.promote_caught_up_learners();
                     // Clients that gave up (timed out) leave nothing behind.
                     self.proposals.retain(|_, (_, reply)| !reply.is_closed());
                     self.reads_pending.retain(|_, reply| !reply.is_closed());
@@ -306,33 +410,22 @@ impl Node {
             Input::Peer(message) => {
                 let _ = self.raft.step(message);
             }
-            Input::Propose { command, reply } => {
-                let request_id = self.next_request_id;
-                self.next_request_id += 1;
-                let mut data = Vec::with_capacity(64);
-                data.extend_from_slice(&self.membership.member_id.to_le_bytes());
-                data.extend_from_slice(&request_id.to_le_bytes());
-                data.extend_from_slice(&encode_command(&command));
-                match self.raft.propose(Bytes::from(data)) {
-                    Ok(index) => {
-                        self.proposals.insert(index, (self.raft.term(), reply));
-                    }
-                    Err(ProposeError::NotLeader { leader_hint }) => {
-                        let error = if leader_hint == 0 {
-                            ServerError::NoLeader
-                        } else {
-                            ServerError::NotLeader { leader: leader_hint }
-                        };
-                        let _ = reply.send(Err(error));
-                    }
-                    Err(ProposeError::EntryTooLarge { .. }) => {
-                        let _ = reply.send(Err(ServerError::RequestTooLarge));
-                    }
-                    Err(error) => {
-                        let _ = reply.send(Err(ServerError::Internal(error.to_string())));
-                    }
+            Input::Propose { command, reply } => match self.propose(&command) {
+                Ok(index) => {
+                    self.proposals.insert(index, (self.raft.term(), reply));
                 }
-            }
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                }
+            },
+            Input::Membership { request, reply } => match self.propose_membership(request) {
+                Ok(index) => {
+                    self.proposals.insert(index, (self.raft.term(), reply));
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                }
+            },
             Input::Read { reply } => {
                 let request_id = self.next_request_id;
                 self.next_request_id += 1;
@@ -374,6 +467,156 @@ impl Node {
         }
     }
 
+    fn propose(&mut self, command: &Command) -> Result<u64, ServerError> {
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        let mut data = Vec::with_capacity(64);
+        data.extend_from_slice(&self.membership.member_id.to_le_bytes());
+        data.extend_from_slice(&request_id.to_le_bytes());
+        data.extend_from_slice(&encode_command(command));
+        self.raft.propose(Bytes::from(data)).map_err(|error| match error {
+            ProposeError::NotLeader { leader_hint } => not_leader(leader_hint),
+            ProposeError::EntryTooLarge { .. } => ServerError::RequestTooLarge,
+            error => ServerError::Internal(error.to_string()),
+        })
+    }
+
+    /// Checks a membership request against the applied member list and
+    /// proposes it: additions, removals and promotions as configuration
+    /// changes of the core (a new member's record rides in the change's
+    /// context), URL updates as commands.
+    fn propose_membership(&mut self, request: MembershipRequest) -> Result<u64, ServerError> {
+        if self.raft.role() != Role::Leader {
+            return Err(not_leader(self.raft.leader()));
+        }
+        let members = self.kv.read().expect("key space lock poisoned").members()?;
+        let member = |id: NodeId| {
+            members
+                .iter()
+                .find(|member| member.id == id)
+                .ok_or(ServerError::Kv(KvError::MemberNotFound))
+        };
+        let used_elsewhere = |id: NodeId, peer_urls: &[String]| {
+            members
+                .iter()
+                .chain(self.pending_members.values())
+                .any(|member| member.id != id && member.peer_urls.iter().any(|url| peer_urls.contains(url)))
+        };
+        let change = match request {
+            MembershipRequest::Add { peer_urls, learner } => {
+                check_peer_urls(&peer_urls)?;
+                if used_elsewhere(0, &peer_urls) {
+                    return Err(ServerError::PeerUrlsExist);
+                }
+                let id = new_member_id(self.membership.cluster_id, &peer_urls, &members);
+                let record = Member {
+                    id,
+                    name: String::new(),
+                    peer_urls,
+                    is_learner: true,
+                    promote_when_caught_up: !learner,
+                    removed: false,
+                };
+                ConfChange {
+                    ops: vec![ConfChangeOp::AddLearner(id)],
+                    context: record.encode(),
+                }
+            }
+            MembershipRequest::Remove { id } => {
+                member(id)?;
+                ConfChange::new(vec![ConfChangeOp::Remove(id)])
+            }
+            MembershipRequest::Promote { id } => {
+                if !member(id)?.is_learner {
+                    return Err(ServerError::NotLearner);
+                }
+                ConfChange::new(vec![ConfChangeOp::AddVoter(id)])
+            }
+            MembershipRequest::Update { id, peer_urls } => {
+                check_peer_urls(&peer_urls)?;
+                member(id)?;
+                if used_elsewhere(id, &peer_urls) {
+                    return Err(ServerError::PeerUrlsExist);
+                }
+                return self.propose(&Command::Members(MemberChange::UpdatePeerUrls { id, peer_urls }));
+            }
+        };
+        self.raft.propose_conf_change(change).map_err(|error| match error {
+            ConfChangeError::NotLeader { leader_hint } => not_leader(leader_hint),
+            ConfChangeError::LearnerNotCaughtUp { .. } => ServerError::LearnerNotReady,
+            ConfChangeError::AlreadyVoter(_) => ServerError::NotLearner,
+            ConfChangeError::UnknownNode(_) => ServerError::Kv(KvError::MemberNotFound),
+            other => ServerError::MembershipRefused(other.to_string()),
+        })
+    }
+
+    /// The leader promotes learners that were added as voters once their
+    /// log has caught up (the core refuses them before), checking about
+    /// once per election timeout.
+    fn promote_caught_up_learners(&mut self) {
+        self.promote_elapsed += 1;
+        if self.promote_elapsed < self.options.election_ticks || self.raft.role() != Role::Leader {
+            return;
+        }
+        self.promote_elapsed = 0;
+        let Ok(members) = self.kv.read().expect("key space lock poisoned").members() else {
+            return;
+        };
+        for member in members
+            .iter()
+            .filter(|member| member.is_learner && member.promote_when_caught_up)
+        {
+            if !self.raft.configuration().is_learner(member.id) {
+                continue;
+            }
+            match self
+                .raft
+                .propose_conf_change(ConfChange::new(vec![ConfChangeOp::AddVoter(member.id)]))
+            {
+                Ok(index) => {
+                    tracing::info!(name = %self.membership.name, member = format_args!("{:x}", member.id), index, "promoting a caught-up learner to voter");
+                    return;
+                }
+                Err(error) => {
+                    tracing::debug!(member = format_args!("{:x}", member.id), %error, "learner not promoted yet");
+                }
+            }
+        }
+    }
+
+    /// Points the transport at every member: the applied list plus members
+    /// added by changes still in the log; forgets removed ones.
+    fn sync_peers(&mut self) -> Result<(), KvError> {
+        let applied = self.raft.applied_index();
+        self.pending_members = self.pending_members.split_off(&(applied + 1));
+        let kv = self.kv.read().expect("key space lock poisoned");
+        let (members, removed) = (kv.members()?, kv.removed_members()?);
+        drop(kv);
+        *self.removed.write().expect("removed set lock poisoned") = removed.into_iter().collect();
+        let mut wanted: BTreeMap<NodeId, Vec<String>> = members
+            .into_iter()
+            .map(|member| (member.id, member.peer_urls))
+            .collect();
+        for member in self.pending_members.values() {
+            wanted.insert(member.id, member.peer_urls.clone());
+        }
+        let gone: Vec<NodeId> = {
+            let mut directory = self.directory.write().expect("peer directory lock poisoned");
+            let gone = directory
+                .keys()
+                .filter(|id| !wanted.contains_key(id))
+                .copied()
+                .collect();
+            *directory = wanted;
+            gone
+        };
+        for id in gone {
+            self.transport.disconnect(id);
+        }
+        self.transport.connect_all();
+        Ok(())
+    }
+
     /// One ready: persist, send, apply, answer.
     fn process(&mut self, mut ready: Ready) {
         if let Some(soft) = ready.soft_state {
@@ -404,6 +647,20 @@ impl Node {
                 self.last_confirmed_leader = soft.leader;
             }
         }
+        // A member added by a change just appended must be reachable
+        // before the messages that replicate to it leave.
+        let mut added = false;
+        for entry in &ready.entries {
+            if let Some(member) = added_member(entry) {
+                self.pending_members.insert(entry.index, member);
+                added = true;
+            }
+        }
+        if added {
+            if let Err(error) = self.sync_peers() {
+                tracing::warn!(name = %self.membership.name, %error, "reading the member list failed");
+            }
+        }
         // Messages never depend on unpersisted state (the core holds back
         // those that do), so they leave first: the leader's appends reach
         // followers while its own write is in flight (§10.2.1).
@@ -420,6 +677,9 @@ impl Node {
                 if let Err(error) = self.restore_key_space(meta.index) {
                     tracing::error!(name = %self.membership.name, %error, "installing a snapshot failed; stopping");
                     std::process::exit(1);
+                }
+                if let Err(error) = self.sync_peers() {
+                    tracing::warn!(name = %self.membership.name, %error, "reading the member list failed");
                 }
             }
         }
@@ -475,6 +735,13 @@ impl Node {
         let mut commands = Vec::with_capacity(entries.len());
         let mut positions = Vec::with_capacity(entries.len());
         for entry in entries {
+            if entry.kind == EntryKind::ConfChange {
+                for command in member_commands(entry) {
+                    commands.push((entry.index, command));
+                    positions.push((entry.index, entry.term));
+                }
+                continue;
+            }
             if entry.kind != EntryKind::Normal || entry.data.len() < 16 {
                 continue;
             }
@@ -501,6 +768,25 @@ impl Node {
         // Entries at or below the key space's applied index (a replay)
         // have no response: they were answered before the restart.
         let skipped = positions.len() - responses.len();
+        let applied_members: Vec<&Command> = commands
+            .iter()
+            .skip(skipped)
+            .zip(&responses)
+            .filter(|(_, response)| response.is_ok())
+            .map(|((_, command), _)| command)
+            .filter(|command| matches!(command, Command::Members(_)))
+            .collect();
+        if !applied_members.is_empty() {
+            let removed_self = applied_members.iter().any(|command| {
+                matches!(command, Command::Members(MemberChange::Remove { id }) if *id == self.membership.member_id)
+            });
+            if let Err(error) = self.sync_peers() {
+                tracing::warn!(name = %self.membership.name, %error, "reading the member list failed");
+            }
+            if removed_self {
+                leave_cluster(&self.options.data_dir, &self.membership.name);
+            }
+        }
         let mut answered = BTreeMap::new();
         for ((index, term), response) in positions.into_iter().skip(skipped).zip(responses) {
             answered.insert(index, (term, response));
@@ -554,31 +840,105 @@ impl Node {
     }
 }
 
-/// A data directory belongs to one cluster and one member: the first start
-/// records them, later starts must match (a node given another cluster's
-/// data directory refuses to start).
-fn check_cluster_file(dir: &std::path::Path, membership: &Membership) -> Result<(), StartError> {
-    let path = dir.join("member");
-    let expected = format!(
-        "cluster_id={:016x}\nmember_id={:016x}\nname={}\n",
-        membership.cluster_id, membership.member_id, membership.name
-    );
-    match std::fs::read_to_string(&path) {
-        Ok(found) if found == expected => Ok(()),
-        Ok(found) => Err(StartError::DataDir(format!(
-            "data directory {} belongs to another cluster or member:\n{found}this node is:\n{expected}",
-            dir.display()
-        ))),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let temporary = dir.join("member.tmp");
-            std::fs::write(&temporary, &expected)
-                .and_then(|()| std::fs::File::open(&temporary)?.sync_all())
-                .and_then(|()| std::fs::rename(&temporary, &path))
-                .and_then(|()| std::fs::File::open(dir)?.sync_all())
-                .map_err(|error| StartError::DataDir(format!("cannot write {}: {error}", path.display())))
+/// This member was removed from the cluster (it applied its removal, or a
+/// member told it): it records that in its identity, so its data directory
+/// cannot rejoin, and stops after a moment for a client that asked for the
+/// removal to get its answer.
+pub fn leave_cluster(data_dir: &std::path::Path, name: &str) {
+    tracing::warn!(name, "this member was removed from the cluster; stopping");
+    match Identity::load(data_dir) {
+        Ok(Some(mut identity)) => {
+            identity.removed = true;
+            if let Err(error) = identity.store(data_dir) {
+                tracing::error!(%error, "recording the removal failed");
+            }
         }
-        Err(error) => Err(StartError::DataDir(format!("cannot read {}: {error}", path.display()))),
+        Ok(None) => {}
+        Err(error) => tracing::error!(%error, "recording the removal failed"),
     }
+    tokio::spawn(async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        std::process::exit(0);
+    });
+}
+
+fn not_leader(leader: NodeId) -> ServerError {
+    if leader == 0 {
+        ServerError::NoLeader
+    } else {
+        ServerError::NotLeader { leader }
+    }
+}
+
+/// The member a configuration-change entry adds, from its context.
+fn added_member(entry: &Entry) -> Option<Member> {
+    if entry.kind != EntryKind::ConfChange {
+        return None;
+    }
+    let change = ConfChange::decode(&entry.data).ok()?;
+    let member = Member::decode(&change.context).ok()?;
+    change
+        .ops
+        .iter()
+        .any(|op| matches!(op, ConfChangeOp::AddLearner(id) | ConfChangeOp::AddVoter(id) if *id == member.id))
+        .then_some(member)
+}
+
+/// What a configuration-change entry does to the member list.
+fn member_commands(entry: &Entry) -> Vec<Command> {
+    let Ok(change) = ConfChange::decode(&entry.data) else {
+        tracing::warn!(index = entry.index, "skipping an undecodable configuration change");
+        return Vec::new();
+    };
+    let record = Member::decode(&change.context).ok();
+    change
+        .ops
+        .iter()
+        .filter_map(|op| match *op {
+            ConfChangeOp::AddLearner(id) | ConfChangeOp::AddVoter(id) => match &record {
+                Some(member) if member.id == id => Some(MemberChange::Add(Member {
+                    is_learner: matches!(op, ConfChangeOp::AddLearner(_)),
+                    ..member.clone()
+                })),
+                _ if matches!(op, ConfChangeOp::AddVoter(_)) => Some(MemberChange::Promote { id }),
+                _ => None,
+            },
+            ConfChangeOp::Remove(id) => Some(MemberChange::Remove { id }),
+        })
+        .map(Command::Members)
+        .collect()
+}
+
+/// Peer URLs must be http URLs with a host and port (TLS is not supported
+/// yet), and few and short enough to store.
+fn check_peer_urls(peer_urls: &[String]) -> Result<(), ServerError> {
+    if peer_urls.is_empty() || peer_urls.len() > raftwerk_kv::members::PEER_URLS_MAX {
+        return Err(ServerError::BadPeerUrls(format!(
+            "between 1 and {} peer URLs are needed",
+            raftwerk_kv::members::PEER_URLS_MAX
+        )));
+    }
+    for url in peer_urls {
+        crate::config::socket_addr(url).map_err(ServerError::BadPeerUrls)?;
+        if url.len() > raftwerk_kv::members::URL_BYTES_MAX {
+            return Err(ServerError::BadPeerUrls(format!("{url:?} is too long")));
+        }
+    }
+    Ok(())
+}
+
+/// A fresh member id: derived from the cluster, the URLs and the time (as
+/// etcd's), never 0 nor one in use.
+#[allow(clippy::disallowed_methods)]
+fn new_member_id(cluster_id: u64, peer_urls: &[String], members: &[Member]) -> NodeId {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+    let mut id = crate::config::fnv(&[&format!("{cluster_id:x}"), &peer_urls.join(","), &now.to_string()]);
+    while id == 0 || members.iter().any(|member| member.id == id) {
+        id = id.wrapping_add(1);
+    }
+    id
 }
 
 /// The first request id of this run: ids of reads forwarded to the leader

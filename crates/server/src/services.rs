@@ -18,8 +18,8 @@ use tonic::{Request, Response, Status};
 use crate::convert;
 use crate::errors::ServerError;
 use crate::message_codec;
-use crate::node::NodeHandle;
-use crate::transport::{self, PeerClientUrls};
+use crate::node::{MembershipRequest, NodeHandle};
+use crate::transport;
 
 /// The etcd API version raftwerk speaks (what Status reports).
 pub const ETCD_API_VERSION: &str = "3.5.0";
@@ -29,16 +29,14 @@ pub const ETCD_API_VERSION: &str = "3.5.0";
 pub struct Services {
     pub node: NodeHandle,
     pub max_request_bytes: usize,
-    pub peer_client_urls: PeerClientUrls,
     leader_clients: Arc<Mutex<BTreeMap<NodeId, raftwerkpb::peer_client::PeerClient<Channel>>>>,
 }
 
 impl Services {
-    pub fn new(node: NodeHandle, max_request_bytes: usize, peer_client_urls: PeerClientUrls) -> Self {
+    pub fn new(node: NodeHandle, max_request_bytes: usize) -> Self {
         Services {
             node,
             max_request_bytes,
-            peer_client_urls,
             leader_clients: Arc::new(Mutex::new(BTreeMap::new())),
         }
     }
@@ -83,11 +81,7 @@ impl Services {
         }
         let url = self
             .node
-            .membership
-            .members
-            .iter()
-            .find(|(id, _, _)| *id == leader)
-            .and_then(|(_, _, urls)| urls.first().cloned())
+            .peer_url(leader)
             .ok_or_else(|| Status::from(ServerError::NoLeader))?;
         let client = transport::connect(&url)
             .await
@@ -99,6 +93,96 @@ impl Services {
         Ok(client)
     }
 }
+
+impl Services {
+    /// Runs a membership change here if this node leads, at the leader
+    /// otherwise (through `forward`); `respond` builds the reply from the
+    /// member list after the change.
+    async fn membership_rpc<Resp, Fut>(
+        &self,
+        request: MembershipRequest,
+        respond: impl FnOnce(Vec<raftwerk_kv::Member>, pb::ResponseHeader) -> Resp,
+        forward: impl FnOnce(raftwerkpb::peer_client::PeerClient<Channel>) -> Fut,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
+        Resp: HasHeader,
+    {
+        match self.node.change_membership(request).await {
+            Ok(members) => Ok(Response::new(respond(members, self.header(0)))),
+            Err(ServerError::NotLeader { leader }) => {
+                let client = self.leader_client(leader).await?;
+                let result = tokio::time::timeout(self.node.request_timeout(), forward(client))
+                    .await
+                    .unwrap_or_else(|_| Err(ServerError::Timeout.into()));
+                if result.is_err() {
+                    self.forget_leader_client(leader);
+                }
+                result.map(|mut response| {
+                    response.get_mut().set_member_id(self.node.membership.member_id);
+                    response
+                })
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// A member as etcd's API shows it: names and client URLs come from
+    /// the members themselves (a member added but not started has none).
+    fn member_pb(&self, member: &raftwerk_kv::Member) -> pb::Member {
+        let own = &self.node.membership;
+        let (name, client_urls) = if member.id == own.member_id {
+            (own.name.clone(), own.client_urls.clone())
+        } else {
+            self.node
+                .reports
+                .lock()
+                .expect("peer report lock poisoned")
+                .get(&member.id)
+                .cloned()
+                .unwrap_or_default()
+        };
+        pb::Member {
+            id: member.id,
+            name: if member.name.is_empty() {
+                name
+            } else {
+                member.name.clone()
+            },
+            peer_ur_ls: member.peer_urls.clone(),
+            client_ur_ls: client_urls,
+            is_learner: member.is_learner,
+        }
+    }
+
+    fn members_pb(&self, members: &[raftwerk_kv::Member]) -> Vec<pb::Member> {
+        members.iter().map(|member| self.member_pb(member)).collect()
+    }
+}
+
+/// Responses whose header names the member that answered.
+trait HasHeader {
+    fn set_member_id(&mut self, member_id: u64);
+}
+
+macro_rules! has_header {
+    ($($response:ty),*) => {$(
+        impl HasHeader for $response {
+            fn set_member_id(&mut self, member_id: u64) {
+                if let Some(header) = self.header.as_mut() {
+                    header.member_id = member_id;
+                }
+            }
+        }
+    )*};
+}
+
+has_header!(
+    pb::MemberAddResponse,
+    pb::MemberRemoveResponse,
+    pb::MemberUpdateResponse,
+    pb::MemberPromoteResponse
+);
 
 /// etcd refuses a range, delete or compare without a key.
 fn require_key(key: &[u8]) -> Result<(), Status> {
@@ -249,6 +333,9 @@ impl peer_server::Peer for Services {
             if batch.cluster_id != self.node.membership.cluster_id {
                 return Err(Status::permission_denied("raftwerk: peer belongs to another cluster"));
             }
+            if self.node.is_removed(batch.from) {
+                return Err(Status::permission_denied(transport::MEMBER_REMOVED));
+            }
             for bytes in batch.messages {
                 match message_codec::decode(&bytes) {
                     Ok(message) => {
@@ -308,6 +395,107 @@ impl peer_server::Peer for Services {
             })),
             other => Err(unexpected(other)),
         }
+    }
+
+    async fn member_add(
+        &self,
+        request: Request<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        // Forwarded requests are served here or refused: never forwarded
+        // again.
+        let request = request.into_inner();
+        let peer_urls = request.peer_ur_ls.clone();
+        let members = self
+            .node
+            .change_membership(MembershipRequest::Add {
+                peer_urls: request.peer_ur_ls,
+                learner: request.is_learner,
+            })
+            .await?;
+        Ok(Response::new(pb::MemberAddResponse {
+            header: Some(self.header(0)),
+            member: members
+                .iter()
+                .find(|member| member.peer_urls == peer_urls)
+                .map(|member| pb::Member {
+                    is_learner: request.is_learner,
+                    ..self.member_pb(member)
+                }),
+            members: self.members_pb(&members),
+        }))
+    }
+
+    async fn member_remove(
+        &self,
+        request: Request<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        let id = request.into_inner().id;
+        let members = self.node.change_membership(MembershipRequest::Remove { id }).await?;
+        Ok(Response::new(pb::MemberRemoveResponse {
+            header: Some(self.header(0)),
+            members: self.members_pb(&members),
+        }))
+    }
+
+    async fn member_update(
+        &self,
+        request: Request<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        let request = request.into_inner();
+        let members = self
+            .node
+            .change_membership(MembershipRequest::Update {
+                id: request.id,
+                peer_urls: request.peer_ur_ls,
+            })
+            .await?;
+        Ok(Response::new(pb::MemberUpdateResponse {
+            header: Some(self.header(0)),
+            members: self.members_pb(&members),
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        request: Request<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        let id = request.into_inner().id;
+        let members = self.node.change_membership(MembershipRequest::Promote { id }).await?;
+        Ok(Response::new(pb::MemberPromoteResponse {
+            header: Some(self.header(0)),
+            members: self.members_pb(&members),
+        }))
+    }
+
+    async fn join(
+        &self,
+        request: Request<raftwerkpb::JoinRequest>,
+    ) -> Result<Response<raftwerkpb::JoinResponse>, Status> {
+        let peer_urls = request.into_inner().peer_urls;
+        let members = self.node.members()?;
+        let Some(member) = members
+            .iter()
+            .find(|member| member.peer_urls.iter().any(|url| peer_urls.contains(url)))
+        else {
+            return Err(Status::not_found(format!(
+                "etcdserver: member not found: no member has peer URLs {peer_urls:?}"
+            )));
+        };
+        let membership = &self.node.membership;
+        Ok(Response::new(raftwerkpb::JoinResponse {
+            cluster_id: membership.cluster_id,
+            member_id: member.id,
+            bootstrap: membership
+                .bootstrap
+                .iter()
+                .map(|member| pb::Member {
+                    id: member.id,
+                    name: member.name.clone(),
+                    peer_ur_ls: member.peer_urls.clone(),
+                    ..pb::Member::default()
+                })
+                .collect(),
+        }))
     }
 
     async fn identify(
@@ -411,61 +599,95 @@ impl maintenance_server::Maintenance for Services {
 impl cluster_server::Cluster for Services {
     async fn member_add(
         &self,
-        _request: Request<pb::MemberAddRequest>,
+        request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        Err(unimplemented("MemberAdd"))
+        let request = request.into_inner();
+        self.check_size(&request)?;
+        let peer_urls = request.peer_ur_ls.clone();
+        let learner = request.is_learner;
+        self.membership_rpc(
+            MembershipRequest::Add {
+                peer_urls: request.peer_ur_ls.clone(),
+                learner,
+            },
+            |members, header| pb::MemberAddResponse {
+                header: Some(header),
+                member: members
+                    .iter()
+                    .find(|member| member.peer_urls == peer_urls)
+                    .map(|member| pb::Member {
+                        // As etcd answers: what was asked for.
+                        is_learner: learner,
+                        ..self.member_pb(member)
+                    }),
+                members: self.members_pb(&members),
+            },
+            |mut client| async move { client.member_add(request).await },
+        )
+        .await
     }
 
     async fn member_remove(
         &self,
-        _request: Request<pb::MemberRemoveRequest>,
+        request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        Err(unimplemented("MemberRemove"))
+        let request = request.into_inner();
+        self.membership_rpc(
+            MembershipRequest::Remove { id: request.id },
+            |members, header| pb::MemberRemoveResponse {
+                header: Some(header),
+                members: self.members_pb(&members),
+            },
+            |mut client| async move { client.member_remove(request).await },
+        )
+        .await
     }
 
     async fn member_update(
         &self,
-        _request: Request<pb::MemberUpdateRequest>,
+        request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        Err(unimplemented("MemberUpdate"))
+        let request = request.into_inner();
+        self.check_size(&request)?;
+        self.membership_rpc(
+            MembershipRequest::Update {
+                id: request.id,
+                peer_urls: request.peer_ur_ls.clone(),
+            },
+            |members, header| pb::MemberUpdateResponse {
+                header: Some(header),
+                members: self.members_pb(&members),
+            },
+            |mut client| async move { client.member_update(request).await },
+        )
+        .await
     }
 
     async fn member_list(
         &self,
         _request: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
-        let membership = &self.node.membership;
-        let known = self
-            .peer_client_urls
-            .lock()
-            .expect("client URL map lock poisoned")
-            .clone();
-        let members = membership
-            .members
-            .iter()
-            .map(|(id, name, peer_urls)| pb::Member {
-                id: *id,
-                name: name.clone(),
-                peer_ur_ls: peer_urls.clone(),
-                client_ur_ls: if *id == membership.member_id {
-                    membership.client_urls.clone()
-                } else {
-                    known.get(id).cloned().unwrap_or_default()
-                },
-                is_learner: false,
-            })
-            .collect();
+        let members = self.node.members()?;
         Ok(Response::new(pb::MemberListResponse {
             header: Some(self.header(0)),
-            members,
+            members: self.members_pb(&members),
         }))
     }
 
     async fn member_promote(
         &self,
-        _request: Request<pb::MemberPromoteRequest>,
+        request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        Err(unimplemented("MemberPromote"))
+        let request = request.into_inner();
+        self.membership_rpc(
+            MembershipRequest::Promote { id: request.id },
+            |members, header| pb::MemberPromoteResponse {
+                header: Some(header),
+                members: self.members_pb(&members),
+            },
+            |mut client| async move { client.member_promote(request).await },
+        )
+        .await
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,7 +17,6 @@ use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
 use crate::message_codec;
-use crate::node::Membership;
 
 /// Messages queued per peer; beyond, new ones are dropped.
 const PEER_QUEUE_MAX: usize = 4096;
@@ -27,37 +26,81 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Client URLs peers reported about themselves (for MemberList).
-pub type PeerClientUrls = Arc<Mutex<BTreeMap<NodeId, Vec<String>>>>;
+/// What peers reported about themselves: name and client URLs (for
+/// MemberList).
+pub type PeerReports = Arc<Mutex<BTreeMap<NodeId, (String, Vec<String>)>>>;
+
+/// Every member's peer URLs, kept by the node task from the member list
+/// and from membership changes as they enter the log (a new member must be
+/// reachable from the moment the change is appended).
+pub type PeerDirectory = Arc<RwLock<BTreeMap<NodeId, Vec<String>>>>;
+
+/// How a member refuses messages from one removed from the cluster; the
+/// removed member stops when it hears it.
+pub const MEMBER_REMOVED: &str = "raftwerk: the member has been permanently removed from the cluster";
+
+/// Called when a peer says this member was removed.
+pub type OnRemoved = Arc<dyn Fn() + Send + Sync>;
 
 /// The sending side, owned by the node task.
 pub struct Transport {
+    cluster_id: u64,
+    member_id: NodeId,
+    directory: PeerDirectory,
+    reports: PeerReports,
+    on_removed: OnRemoved,
     queues: BTreeMap<NodeId, mpsc::Sender<Message>>,
 }
 
 impl Transport {
-    /// Starts one sender task per other member.
-    pub fn start(membership: &Membership, client_urls: PeerClientUrls) -> Transport {
-        let mut queues = BTreeMap::new();
-        for (id, _, urls) in &membership.members {
-            if *id == membership.member_id {
+    pub fn new(
+        cluster_id: u64,
+        member_id: NodeId,
+        directory: PeerDirectory,
+        reports: PeerReports,
+        on_removed: OnRemoved,
+    ) -> Transport {
+        Transport {
+            cluster_id,
+            member_id,
+            directory,
+            reports,
+            on_removed,
+            queues: BTreeMap::new(),
+        }
+    }
+
+    /// Starts a sender task for every peer in the directory that has none.
+    pub fn connect_all(&mut self) {
+        let peers: Vec<NodeId> = self
+            .directory
+            .read()
+            .expect("peer directory lock poisoned")
+            .keys()
+            .copied()
+            .collect();
+        for peer in peers {
+            if peer == self.member_id || self.queues.contains_key(&peer) {
                 continue;
             }
-            let Some(url) = urls.first().cloned() else {
-                continue;
-            };
             let (sender, receiver) = mpsc::channel(PEER_QUEUE_MAX);
-            queues.insert(*id, sender);
+            self.queues.insert(peer, sender);
             tokio::spawn(peer_loop(
-                *id,
-                url,
+                peer,
+                self.directory.clone(),
                 receiver,
-                membership.cluster_id,
-                membership.member_id,
-                client_urls.clone(),
+                self.cluster_id,
+                self.member_id,
+                self.reports.clone(),
+                self.on_removed.clone(),
             ));
         }
-        Transport { queues }
+    }
+
+    /// Stops sending to a removed member (its task ends with its queue).
+    pub fn disconnect(&mut self, peer: NodeId) {
+        self.queues.remove(&peer);
+        self.reports.lock().expect("peer report lock poisoned").remove(&peer);
     }
 
     /// Queues a message for its peer; dropped if the queue is full.
@@ -93,14 +136,25 @@ impl tonic::codegen::tokio_stream::Stream for BatchStream {
 
 async fn peer_loop(
     peer: NodeId,
-    url: String,
+    directory: PeerDirectory,
     mut queue: mpsc::Receiver<Message>,
     cluster_id: u64,
     from: NodeId,
-    client_urls: PeerClientUrls,
+    reports: PeerReports,
+    on_removed: OnRemoved,
 ) {
     let mut backoff = BACKOFF_MIN;
     loop {
+        if queue.is_closed() {
+            return;
+        }
+        // Read at every connection: a member's URLs may have been updated.
+        let url = directory
+            .read()
+            .expect("peer directory lock poisoned")
+            .get(&peer)
+            .and_then(|urls| urls.first().cloned());
+        let Some(url) = url else { return };
         let mut client = match connect(&url).await {
             Ok(client) => client,
             Err(error) => {
@@ -121,10 +175,10 @@ async fn peer_loop(
                 tokio::time::sleep(BACKOFF_MAX).await;
                 continue;
             }
-            client_urls
+            reports
                 .lock()
-                .expect("client URL map lock poisoned")
-                .insert(peer, identity.client_urls);
+                .expect("peer report lock poisoned")
+                .insert(peer, (identity.name, identity.client_urls));
         }
         let (batches, stream) = mpsc::channel::<MessageBatch>(64);
         let mut call = tokio::spawn(async move { client.send(BatchStream(stream)).await });
@@ -147,7 +201,15 @@ async fn peer_loop(
                         break;
                     }
                 }
-                _ = &mut call => break,
+                ended = &mut call => {
+                    if let Ok(Err(status)) = ended {
+                        if status.message() == MEMBER_REMOVED {
+                            on_removed();
+                            return;
+                        }
+                    }
+                    break;
+                }
             }
         }
         tracing::debug!(peer = format_args!("{peer:x}"), "peer stream ended; reconnecting");

@@ -25,6 +25,10 @@ pub struct Node {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     pub child: Option<Child>,
+    /// For a member added at run time: the `--initial-cluster` that
+    /// `etcdctl member add` printed; it starts with
+    /// `--initial-cluster-state existing`.
+    pub joins_with: Option<String>,
 }
 
 pub struct TempDir(pub PathBuf);
@@ -68,6 +72,7 @@ impl Cluster {
                 data_dir: dir.join(format!("n{at}")),
                 log: dir.join(format!("n{at}.log")),
                 child: None,
+                joins_with: None,
             })
             .collect();
         let initial_cluster = nodes
@@ -89,6 +94,25 @@ impl Cluster {
         cluster
     }
 
+    /// A new node's slot (not started): free ports, its own folder.
+    pub fn add_node(&mut self, name: &str) -> usize {
+        let dir = self._dir.0.clone();
+        self.nodes.push(Node {
+            name: name.to_string(),
+            client_port: free_port(),
+            peer_port: free_port(),
+            data_dir: dir.join(name),
+            log: dir.join(format!("{name}.log")),
+            child: None,
+            joins_with: None,
+        });
+        self.nodes.len() - 1
+    }
+
+    pub fn peer_url(&self, at: usize) -> String {
+        format!("http://127.0.0.1:{}", self.nodes[at].peer_port)
+    }
+
     pub fn launch(&mut self, at: usize) {
         let node = &self.nodes[at];
         let client = format!("http://127.0.0.1:{}", node.client_port);
@@ -106,9 +130,11 @@ impl Cluster {
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args([
                 "--initial-cluster",
-                &self.initial_cluster,
+                node.joins_with.as_ref().unwrap_or(&self.initial_cluster),
                 "--initial-cluster-token",
                 &self.token,
+                "--initial-cluster-state",
+                if node.joins_with.is_some() { "existing" } else { "new" },
             ])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(&self.flags)
