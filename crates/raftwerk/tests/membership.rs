@@ -139,21 +139,31 @@ fn an_added_member_joins_catches_up_becomes_a_voter_and_a_removed_one_stops() {
     );
 
     // Removing a member stops it, and its data directory cannot rejoin.
-    let n2 = member_lines(&endpoints)
+    // The leader itself is removed, asked through another member: it
+    // answers, steps down and stops, and the others elect a new leader.
+    let leader = cluster.wait_for_leader();
+    let leader_name = cluster.nodes[leader].name.clone();
+    let leader_id = member_lines(&endpoints)
         .into_iter()
-        .find(|line| line[2] == "n2")
-        .expect("n2 listed")[0]
+        .find(|line| line[2] == leader_name)
+        .expect("leader listed")[0]
         .clone();
-    ok(&cluster.endpoint(0), &["member", "remove", &n2]);
-    assert_eq!(wait_exit(&mut cluster, 1), Some(0), "a removed member stops cleanly");
+    let asked = (leader + 1) % cluster.nodes.len();
+    let removed = etcdctl(&cluster.endpoint(asked), &["member", "remove", &leader_id]);
+    assert!(removed.ok, "removing the leader: {}", removed.stderr);
+    assert_eq!(
+        wait_exit(&mut cluster, leader),
+        Some(0),
+        "a removed member stops cleanly"
+    );
     let endpoints = cluster.endpoints();
-    wait_for_members(&endpoints, "n2 gone", |lines| {
-        lines.len() == 3 && lines.iter().all(|line| line[2] != "n2")
+    wait_for_members(&endpoints, "the old leader gone", |lines| {
+        lines.len() == 3 && lines.iter().all(|line| line[2] != leader_name)
     });
     ok(&endpoints, &["put", "after-remove", "1"]);
-    cluster.launch(1);
-    assert_eq!(wait_exit(&mut cluster, 1), Some(1));
-    let log = std::fs::read_to_string(&cluster.nodes[1].log).unwrap_or_default();
+    cluster.launch(leader);
+    assert_eq!(wait_exit(&mut cluster, leader), Some(1));
+    let log = std::fs::read_to_string(&cluster.nodes[leader].log).unwrap_or_default();
     assert!(log.contains("was removed from cluster"), "{log}");
 
     // etcd's refusals, which change nothing.

@@ -619,6 +619,7 @@ impl Node {
 
     /// One ready: persist, send, apply, answer.
     fn process(&mut self, mut ready: Ready) {
+        let stepped_down = ready.soft_state.is_some_and(|soft| soft.role != Role::Leader);
         if let Some(soft) = ready.soft_state {
             self.term.store(soft.term, Ordering::Relaxed);
             if soft.leader != self.last_leader {
@@ -630,13 +631,6 @@ impl Node {
                     "leader changed"
                 );
                 self.last_leader = soft.leader;
-            }
-            if soft.role != Role::Leader {
-                // Proposals made as leader may still commit, or never: etcd
-                // answers "leader changed" and so do we.
-                for (_, (_, reply)) in std::mem::take(&mut self.proposals) {
-                    let _ = reply.send(Err(ServerError::LeaderChanged));
-                }
             }
             // Reads waiting for a confirmation the core drops on a leader
             // change would otherwise wait for ever.
@@ -686,6 +680,15 @@ impl Node {
         if !ready.committed_entries.is_empty() {
             self.apply(&ready.committed_entries);
         }
+        if stepped_down {
+            // Proposals made as leader and not applied by now may still
+            // commit, or never: etcd answers "leader changed" and so do we.
+            // (Those this ready applied, such as the leader's own removal
+            // that made it step down, were answered above.)
+            for (_, (_, reply)) in std::mem::take(&mut self.proposals) {
+                let _ = reply.send(Err(ServerError::LeaderChanged));
+            }
+        }
         for read in ready.read_states {
             if let Some(reply) = self.reads_pending.remove(&read.request_id) {
                 self.reads_confirmed.push((read.index, reply));
@@ -728,6 +731,7 @@ impl Node {
         let mut kv = self.kv.write().expect("key space lock poisoned");
         kv.restore_snapshot(&mut reader).map_err(|error| error.to_string())?;
         self.last_snapshot_index = index;
+        tracing::info!(name = %self.membership.name, index, revision = kv.revision(), "snapshot installed");
         Ok(())
     }
 
@@ -845,6 +849,10 @@ impl Node {
 /// cannot rejoin, and stops after a moment for a client that asked for the
 /// removal to get its answer.
 pub fn leave_cluster(data_dir: &std::path::Path, name: &str) {
+    static LEAVING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if LEAVING.swap(true, Ordering::SeqCst) {
+        return;
+    }
     tracing::warn!(name, "this member was removed from the cluster; stopping");
     match Identity::load(data_dir) {
         Ok(Some(mut identity)) => {
