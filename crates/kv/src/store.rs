@@ -167,6 +167,47 @@ pub struct KvStore {
     durable_commits: bool,
 }
 
+/// A snapshot being written in steps (see `KvStore::snapshot_source`).
+pub struct SnapshotSource {
+    /// The header and member list, until written.
+    head: Option<Vec<u8>>,
+    rows: redb::OwnedRange<&'static [u8], &'static [u8]>,
+    written: u64,
+}
+
+impl SnapshotSource {
+    /// Writes at least `budget` bytes more (or all that is left); returns
+    /// whether the snapshot is complete.
+    ///
+    /// # Errors
+    /// Storage or `out` failures.
+    pub fn write_some(&mut self, out: &mut impl Write, budget: u64) -> Result<bool, KvError> {
+        let start = self.written;
+        if let Some(head) = self.head.take() {
+            out.write_all(&head)?;
+            self.written += head.len() as u64;
+        }
+        while self.written - start < budget {
+            let Some(row) = self.rows.next() else {
+                return Ok(true);
+            };
+            let (key, value) = row?;
+            let (key, value) = (key.value(), value.value());
+            out.write_all(&(key.len() as u32).to_le_bytes())?;
+            out.write_all(key)?;
+            out.write_all(&(value.len() as u32).to_le_bytes())?;
+            out.write_all(value)?;
+            self.written += 8 + key.len() as u64 + value.len() as u64;
+        }
+        Ok(false)
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+}
+
 /// The state a write command works on inside a batch.
 struct Writer<'txn> {
     table: redb::Table<'txn, &'static [u8], &'static [u8]>,
@@ -590,39 +631,43 @@ impl KvStore {
         range_at(&table, request, self.revision, self.compact_revision, self.revision)
     }
 
-    /// Writes the whole store (applied index, revisions, history) from one
-    /// consistent read transaction; returns the bytes written.
+    /// Writes the whole store (applied index, revisions, history, members)
+    /// from one consistent read transaction; returns the bytes written.
     ///
     /// # Errors
     /// Storage or `out` failures.
     pub fn write_snapshot(&self, out: &mut impl Write) -> Result<u64, KvError> {
+        let mut source = self.snapshot_source()?;
+        while !source.write_some(out, u64::MAX)? {}
+        Ok(source.written())
+    }
+
+    /// A snapshot of the store as it is now, to be written in steps (a
+    /// server keeps serving between them): it reads from one consistent
+    /// read transaction however long the writing takes.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub fn snapshot_source(&self) -> Result<SnapshotSource, KvError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(REVISIONS)?;
-        let mut written = 0u64;
-        let mut put = |bytes: &[u8]| -> Result<(), KvError> {
-            out.write_all(bytes)?;
-            written += bytes.len() as u64;
-            Ok(())
-        };
-        put(SNAPSHOT_MAGIC)?;
-        put(&self.applied_index.to_le_bytes())?;
-        put(&(self.revision as u64).to_le_bytes())?;
-        put(&(self.compact_revision as u64).to_le_bytes())?;
+        let mut head = Vec::with_capacity(64);
+        head.extend_from_slice(SNAPSHOT_MAGIC);
+        head.extend_from_slice(&self.applied_index.to_le_bytes());
+        head.extend_from_slice(&(self.revision as u64).to_le_bytes());
+        head.extend_from_slice(&(self.compact_revision as u64).to_le_bytes());
         let members = read_members(&txn.open_table(MEMBERS)?)?;
-        put(&(members.len() as u32).to_le_bytes())?;
+        head.extend_from_slice(&(members.len() as u32).to_le_bytes());
         for member in &members {
             let encoded = member.encode();
-            put(&(encoded.len() as u32).to_le_bytes())?;
-            put(&encoded)?;
+            head.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
+            head.extend_from_slice(&encoded);
         }
-        for row in table.range(..)? {
-            let (key, value) = row?;
-            put(&(key.value().len() as u32).to_le_bytes())?;
-            put(key.value())?;
-            put(&(value.value().len() as u32).to_le_bytes())?;
-            put(value.value())?;
-        }
-        Ok(written)
+        let rows = txn.open_table(REVISIONS)?.range_owned(..)?;
+        Ok(SnapshotSource {
+            head: Some(head),
+            rows,
+            written: 0,
+        })
     }
 
     /// Replaces the whole store with a snapshot written by `write_snapshot`.

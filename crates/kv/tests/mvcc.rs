@@ -731,3 +731,24 @@ fn member_changes_apply_with_the_index_take_no_revision_and_travel_in_snapshots(
     assert_eq!(other.store.members().unwrap(), members);
     assert_eq!(other.store.removed_members().unwrap(), vec![1]);
 }
+
+#[test]
+fn a_snapshot_written_in_steps_is_the_state_when_it_started() {
+    let mut node = Node::new();
+    for at in 0..50 {
+        node.put(&format!("k{at:02}"), "value");
+    }
+    let mut whole = Vec::new();
+    node.store.write_snapshot(&mut whole).unwrap();
+    let mut source = node.store.snapshot_source().unwrap();
+    let mut stepped = Vec::new();
+    let mut steps = 0;
+    while !source.write_some(&mut stepped, 64).unwrap() {
+        steps += 1;
+        // Writes between the steps are not in it.
+        node.put(&format!("later{steps}"), "x");
+    }
+    assert!(steps > 5, "written in {steps} steps");
+    assert_eq!(stepped, whole);
+    assert_eq!(source.written(), whole.len() as u64);
+}

@@ -36,6 +36,17 @@ use crate::transport::{PeerDirectory, PeerReports, Transport};
 const INPUT_QUEUE_MAX: usize = 4096;
 /// Inputs handled per wake-up before the Ready loop runs (batching).
 const INPUTS_PER_ROUND_MAX: usize = 1024;
+/// Snapshot bytes written per step: the node ticks, answers peers and
+/// serves clients between steps, so a large key space never holds up
+/// heartbeats.
+const SNAPSHOT_STEP_BYTES: u64 = 4 << 20;
+
+/// A snapshot of the key space being written into the WAL in steps.
+struct SnapshotInProgress {
+    meta: raftwerk_raft::SnapshotMeta,
+    source: raftwerk_kv::SnapshotSource,
+    offset: u64,
+}
 
 /// Static facts about this node and its cluster (the member list itself
 /// changes, and lives in the key space).
@@ -248,6 +259,7 @@ pub struct Node {
     /// Confirmed reads waiting until this index is applied.
     reads_confirmed: Vec<(u64, oneshot::Sender<Result<(), ServerError>>)>,
     last_snapshot_index: u64,
+    snapshotting: Option<SnapshotInProgress>,
     /// Members added by changes in the log not yet applied, by the index
     /// of their entry: reachable before the change commits.
     pending_members: BTreeMap<u64, Member>,
@@ -353,6 +365,7 @@ impl Node {
             reads_pending: BTreeMap::new(),
             reads_confirmed: Vec::new(),
             last_snapshot_index,
+            snapshotting: None,
             pending_members,
             directory,
             removed,
@@ -377,6 +390,7 @@ impl Node {
         );
         loop {
             tokio::select! {
+                biased;
                 _ = ticker.tick() => {
                     self.raft.tick();
                     self.promote_caught_up_learners();
@@ -394,6 +408,9 @@ impl Node {
                             Err(_) => break,
                         }
                     }
+                }
+                () = std::future::ready(()), if self.snapshotting.is_some() => {
+                    tokio::task::block_in_place(|| self.step_snapshot());
                 }
             }
             let mut rounds = 0;
@@ -704,8 +721,8 @@ impl Node {
             }
         }
         self.reads_confirmed = waiting;
-        if applied >= self.last_snapshot_index + self.options.snapshot_count {
-            if let Err(error) = self.snapshot(applied) {
+        if applied >= self.last_snapshot_index + self.options.snapshot_count && self.snapshotting.is_none() {
+            if let Err(error) = self.start_snapshot(applied) {
                 tracing::warn!(name = %self.membership.name, %error, "snapshot failed; will retry");
             }
         }
@@ -727,6 +744,8 @@ impl Node {
     }
 
     fn restore_key_space(&mut self, index: u64) -> Result<(), String> {
+        // A snapshot of our own in progress is older: abandon it.
+        self.snapshotting = None;
         let mut reader = SnapshotReader::new(self.raft.storage(), index);
         let mut kv = self.kv.write().expect("key space lock poisoned");
         kv.restore_snapshot(&mut reader).map_err(|error| error.to_string())?;
@@ -811,24 +830,49 @@ impl Node {
         }
     }
 
-    fn snapshot(&mut self, applied: u64) -> Result<(), String> {
+/// Starts a snapshot of the key space as applied through `applied`.
+    fn start_snapshot(&mut self, applied: u64) -> Result<(), String> {
         let meta = self.raft.snapshot_meta(applied).map_err(|error| error.to_string())?;
+        let mut kv = self.kv.write().expect("key space lock poisoned");
         // Bound what a restart must replay: the key space is made durable
         // as often as snapshots are taken.
-        self.kv
-            .write()
-            .expect("key space lock poisoned")
-            .persist()
-            .map_err(|error| error.to_string())?;
-        let in_use = self.raft.snapshots_in_use();
-        let kv = self.kv.read().expect("key space lock poisoned");
-        let wal = self.raft.storage_mut();
-        let mut writer = SnapshotWriter::new(wal, meta.index, meta.term);
-        kv.write_snapshot(&mut writer).map_err(|error| error.to_string())?;
+        kv.persist().map_err(|error| error.to_string())?;
+        let source = kv.snapshot_source().map_err(|error| error.to_string())?;
         drop(kv);
-        writer.finish().map_err(|error| error.to_string())?;
+        self.snapshotting = Some(SnapshotInProgress { meta, source, offset: 0 });
+        Ok(())
+    }
+
+    /// Writes the next part of the snapshot in progress; once all of it is
+    /// written, records it and compacts the log.
+    fn step_snapshot(&mut self) {
+        let Some(mut progress) = self.snapshotting.take() else {
+            return;
+        };
+        match self.write_snapshot_step(&mut progress) {
+            Ok(false) => self.snapshotting = Some(progress),
+            Ok(true) => {}
+            Err(error) => {
+                tracing::warn!(name = %self.membership.name, %error, "snapshot failed; will retry");
+            }
+        }
+    }
+
+    /// Returns whether the snapshot is complete.
+    fn write_snapshot_step(&mut self, progress: &mut SnapshotInProgress) -> Result<bool, String> {
+        let (index, term) = (progress.meta.index, progress.meta.term);
+        let mut writer = SnapshotWriter::new(self.raft.storage_mut(), index, term, progress.offset);
+        let done = progress
+            .source
+            .write_some(&mut writer, SNAPSHOT_STEP_BYTES)
+            .map_err(|error| error.to_string())?;
+        progress.offset = writer.finish().map_err(|error| error.to_string())?;
+        if !done {
+            return Ok(false);
+        }
+        let in_use = self.raft.snapshots_in_use();
         let wal = self.raft.storage_mut();
-        wal.save_snapshot(&meta)
+        wal.save_snapshot(&progress.meta)
             .and_then(|()| wal.retain_snapshots(&in_use))
             .map_err(|error| error.to_string())?;
         let compact_index = self.raft.compact_index();
@@ -838,9 +882,9 @@ impl Node {
                 .compact_to(compact_index)
                 .map_err(|error| error.to_string())?;
         }
-        self.last_snapshot_index = applied;
-        tracing::info!(name = %self.membership.name, index = applied, compacted = compact_index, "snapshot taken");
-        Ok(())
+        self.last_snapshot_index = index;
+        tracing::info!(name = %self.membership.name, index, bytes = progress.offset, compacted = compact_index, "snapshot taken");
+        Ok(true)
     }
 }
 

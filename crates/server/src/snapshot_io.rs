@@ -9,7 +9,8 @@ use raftwerk_raft::{Index, LogStore, Storage, StorageError, Term};
 /// Bytes buffered before a chunk is written.
 const CHUNK_BYTES: usize = 1 << 20;
 
-/// Writes a snapshot's data into the pending snapshot `(index, term)`.
+/// Writes a snapshot's data into the pending snapshot `(index, term)`,
+/// from `offset` on (a snapshot may be written in several steps).
 pub struct SnapshotWriter<'a, S: LogStore> {
     store: &'a mut S,
     index: Index,
@@ -19,12 +20,12 @@ pub struct SnapshotWriter<'a, S: LogStore> {
 }
 
 impl<'a, S: LogStore> SnapshotWriter<'a, S> {
-    pub fn new(store: &'a mut S, index: Index, term: Term) -> Self {
+    pub fn new(store: &'a mut S, index: Index, term: Term, offset: u64) -> Self {
         SnapshotWriter {
             store,
             index,
             term,
-            offset: 0,
+            offset,
             buffer: Vec::with_capacity(CHUNK_BYTES),
         }
     }
@@ -37,15 +38,16 @@ impl<'a, S: LogStore> SnapshotWriter<'a, S> {
         Ok(())
     }
 
-    /// Writes what is buffered (an empty snapshot still gets its file).
+    /// Writes what is buffered (an empty snapshot still gets its file);
+    /// returns the offset the next step starts at.
     ///
     /// # Errors
     /// What the store reports.
-    pub fn finish(mut self) -> Result<(), StorageError> {
+    pub fn finish(mut self) -> Result<u64, StorageError> {
         if !self.buffer.is_empty() || self.offset == 0 {
             self.write_chunk()?;
         }
-        Ok(())
+        Ok(self.offset)
     }
 }
 
@@ -119,8 +121,14 @@ mod tests {
     fn a_snapshot_streams_through_in_chunks() {
         let mut store = MemStorage::new();
         let data: Vec<u8> = (0..(3 * CHUNK_BYTES + 17)).map(|at| (at % 251) as u8).collect();
-        let mut writer = SnapshotWriter::new(&mut store, 5, 2);
-        writer.write_all(&data).unwrap();
+        // In two steps, the second resuming where the first ended.
+        let (first, second) = data.split_at(CHUNK_BYTES + 5);
+        let mut writer = SnapshotWriter::new(&mut store, 5, 2, 0);
+        writer.write_all(first).unwrap();
+        let offset = writer.finish().unwrap();
+        assert_eq!(offset, first.len() as u64);
+        let mut writer = SnapshotWriter::new(&mut store, 5, 2, offset);
+        writer.write_all(second).unwrap();
         writer.finish().unwrap();
         let meta = SnapshotMeta {
             index: 5,
