@@ -752,3 +752,30 @@ fn a_snapshot_written_in_steps_is_the_state_when_it_started() {
     assert_eq!(stepped, whole);
     assert_eq!(source.written(), whole.len() as u64);
 }
+
+#[test]
+fn hash_kv_covers_history_and_agrees_across_stores_at_each_revision() {
+    let mut a = Node::new();
+    let mut b = Node::new();
+    let mut hashes = Vec::new();
+    for (key, value) in [("x", "1"), ("y", "2"), ("x", "3")] {
+        a.put(key, value);
+        b.put(key, value);
+        hashes.push(a.store.hash_kv(0).unwrap());
+        assert_eq!(b.store.hash_kv(0).unwrap(), *hashes.last().unwrap());
+    }
+    // A past revision hashes as the store did then.
+    assert_eq!(a.store.hash_kv(2).unwrap(), hashes[1]);
+    assert_eq!(hashes[2].2, 3, "the revision hashed");
+    // The same final state reached by another history hashes differently.
+    let mut c = Node::new();
+    c.put("y", "2");
+    c.put("x", "0");
+    c.put("x", "3");
+    assert_eq!(c.get("x").unwrap().value, a.get("x").unwrap().value);
+    assert_ne!(c.store.hash_kv(0).unwrap().0, hashes[2].0);
+    a.apply(Command::Compact { revision: 2 }).unwrap();
+    assert_eq!(a.store.hash_kv(0).unwrap().1, 2, "the compaction revision");
+    assert!(matches!(a.store.hash_kv(1), Err(KvError::Compacted { .. })));
+    assert!(matches!(a.store.hash_kv(9), Err(KvError::FutureRevision { .. })));
+}

@@ -137,6 +137,19 @@ fn an_added_member_joins_catches_up_becomes_a_voter_and_a_removed_one_stops() {
         ok(&cluster.endpoint(0), &["get", "through-n4", "--print-value-only"]).trim(),
         "yes"
     );
+    // The member installed by snapshot holds the same history: every
+    // member's history hash at the current revision agrees.
+    let revision = ok(&cluster.endpoint(0), &["get", "through-n4", "-w", "fields"])
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("\"Revision\" : ")
+                .map(|value| value.trim().to_string())
+        })
+        .expect("revision");
+    let hashes = ok(&cluster.endpoints(), &["endpoint", "hashkv", "--rev", &revision]);
+    let distinct: std::collections::BTreeSet<&str> =
+        hashes.lines().filter_map(|line| line.split(", ").nth(1)).collect();
+    assert_eq!((hashes.lines().count(), distinct.len()), (4, 1), "{hashes}");
 
     // Removing a member stops it, and its data directory cannot rejoin.
     // The leader itself is removed, asked through another member: it

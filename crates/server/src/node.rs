@@ -226,6 +226,15 @@ impl NodeHandle {
         Ok(self.kv.read().expect("key space lock poisoned").members()?)
     }
 
+    /// The key space's history checksum at `revision` (see
+    /// `KvStore::hash_kv`).
+    ///
+    /// # Errors
+    /// A revision outside the history, or a storage failure.
+    pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64), ServerError> {
+        Ok(self.kv.read().expect("key space lock poisoned").hash_kv(revision)?)
+    }
+
     /// Whether `id` was removed from the cluster.
     pub fn is_removed(&self, id: NodeId) -> bool {
         self.removed.read().expect("removed set lock poisoned").contains(&id)

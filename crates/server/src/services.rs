@@ -552,29 +552,12 @@ impl maintenance_server::Maintenance for Services {
 
     async fn hash_kv(&self, request: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
         let revision = request.into_inner().revision;
-        // A CRC-32 of every key, value and revision at `revision`: equal on
-        // every member that has applied as far.
-        let response = self
-            .node
-            .range(RangeRequest {
-                key: vec![0],
-                range_end: vec![0],
-                revision,
-                serializable: true,
-                ..RangeRequest::default()
-            })
-            .await?;
-        let mut hasher = Crc32::default();
-        for kv in &response.kvs {
-            hasher.update(&kv.key);
-            hasher.update(&kv.value);
-            hasher.update(&kv.mod_revision.to_le_bytes());
-        }
+        let (hash, compact_revision, _) = self.node.hash_kv(revision)?;
         let status = self.node.status().await?;
         Ok(Response::new(pb::HashKvResponse {
             header: Some(self.header(status.revision)),
-            hash: hasher.finish(),
-            compact_revision: 0,
+            hash,
+            compact_revision,
         }))
     }
 
@@ -688,32 +671,5 @@ impl cluster_server::Cluster for Services {
             |mut client| async move { client.member_promote(request).await },
         )
         .await
-    }
-}
-
-/// CRC-32 (IEEE) for HashKV.
-#[derive(Default)]
-struct Crc32 {
-    value: u32,
-}
-
-impl Crc32 {
-    fn update(&mut self, bytes: &[u8]) {
-        let mut crc = !self.value;
-        for byte in bytes {
-            crc ^= u32::from(*byte);
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        self.value = !crc;
-    }
-
-    fn finish(&self) -> u32 {
-        self.value
     }
 }
