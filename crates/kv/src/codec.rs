@@ -4,7 +4,7 @@
 //! so a damaged entry is an error, never a panic or a huge allocation.
 
 use crate::errors::KvError;
-use crate::members::{Member, MemberChange, PEER_URLS_MAX, URL_BYTES_MAX};
+use crate::members::{Member, MemberChange, NAME_BYTES_MAX, PEER_URLS_MAX, URL_BYTES_MAX};
 use crate::types::{
     Command, Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, SortOrder,
     SortTarget, TxnRequest,
@@ -57,11 +57,21 @@ fn put_member_change(out: &mut Vec<u8>, change: &MemberChange) {
         MemberChange::UpdatePeerUrls { id, peer_urls } => {
             out.push(4);
             out.extend_from_slice(&id.to_le_bytes());
-            out.extend_from_slice(&(peer_urls.len() as u32).to_le_bytes());
-            for url in peer_urls {
-                put_bytes(out, url.as_bytes());
-            }
+            put_strings(out, peer_urls);
         }
+        MemberChange::Publish { id, name, client_urls } => {
+            out.push(5);
+            out.extend_from_slice(&id.to_le_bytes());
+            put_bytes(out, name.as_bytes());
+            put_strings(out, client_urls);
+        }
+    }
+}
+
+fn put_strings(out: &mut Vec<u8>, strings: &[String]) {
+    out.extend_from_slice(&(strings.len() as u32).to_le_bytes());
+    for string in strings {
+        put_bytes(out, string.as_bytes());
     }
 }
 
@@ -224,24 +234,33 @@ impl Reader<'_> {
             1 => MemberChange::Add(Member::decode(&self.bytes()?)?),
             2 => MemberChange::Remove { id: self.i64()? as u64 },
             3 => MemberChange::Promote { id: self.i64()? as u64 },
-            4 => {
-                let id = self.i64()? as u64;
-                let count = self.count(4)?;
-                if count > PEER_URLS_MAX {
-                    return Err(KvError::BadCommand("too many peer URLs"));
-                }
-                let mut peer_urls = Vec::with_capacity(count);
-                for _ in 0..count {
-                    let url = self.bytes()?;
-                    if url.len() > URL_BYTES_MAX {
-                        return Err(KvError::BadCommand("peer URL too long"));
-                    }
-                    peer_urls.push(String::from_utf8(url).map_err(|_| KvError::BadCommand("peer URL is not UTF-8"))?);
-                }
-                MemberChange::UpdatePeerUrls { id, peer_urls }
-            }
+            4 => MemberChange::UpdatePeerUrls {
+                id: self.i64()? as u64,
+                peer_urls: self.urls()?,
+            },
+            5 => MemberChange::Publish {
+                id: self.i64()? as u64,
+                name: self.string(NAME_BYTES_MAX)?,
+                client_urls: self.urls()?,
+            },
             _ => return Err(KvError::BadCommand("unknown member change")),
         })
+    }
+
+    fn string(&mut self, max: usize) -> Result<String, KvError> {
+        let bytes = self.bytes()?;
+        if bytes.len() > max {
+            return Err(KvError::BadCommand("member string too long"));
+        }
+        String::from_utf8(bytes).map_err(|_| KvError::BadCommand("member string is not UTF-8"))
+    }
+
+    fn urls(&mut self) -> Result<Vec<String>, KvError> {
+        let count = self.count(4)?;
+        if count > PEER_URLS_MAX {
+            return Err(KvError::BadCommand("too many URLs"));
+        }
+        (0..count).map(|_| self.string(URL_BYTES_MAX)).collect()
     }
 
     fn put(&mut self) -> Result<PutRequest, KvError> {
@@ -403,10 +422,16 @@ mod tests {
                 id: 4,
                 name: String::new(),
                 peer_urls: vec!["http://127.0.0.1:2380".into()],
+                client_urls: Vec::new(),
                 is_learner: true,
                 promote_when_caught_up: true,
                 removed: false,
             })),
+            Command::Members(MemberChange::Publish {
+                id: 4,
+                name: "n4".into(),
+                client_urls: vec!["http://127.0.0.1:2379".into()],
+            }),
             Command::Members(MemberChange::Remove { id: 4 }),
             Command::Members(MemberChange::Promote { id: 5 }),
             Command::Members(MemberChange::UpdatePeerUrls {

@@ -12,9 +12,12 @@ use crate::errors::KvError;
 pub struct Member {
     pub id: u64,
     /// The name given at bootstrap; empty for a member added at run time
-    /// until it starts and reports its own.
+    /// until it starts and publishes its own.
     pub name: String,
     pub peer_urls: Vec<String>,
+    /// Published by the member once it has started (empty before): a
+    /// member that has started can never join again under its identity.
+    pub client_urls: Vec<String>,
     pub is_learner: bool,
     /// Added as a voter: it joins as a learner and the leader promotes it
     /// once its log has caught up.
@@ -40,16 +43,24 @@ pub enum MemberChange {
         id: u64,
         peer_urls: Vec<String>,
     },
+    /// A started member's name and client URLs.
+    Publish {
+        id: u64,
+        name: String,
+        client_urls: Vec<String>,
+    },
 }
 
-/// Most peer URLs one member may have, and longest URL accepted.
+/// Most peer (or client) URLs one member may have, and the longest URL
+/// and name accepted.
 pub const PEER_URLS_MAX: usize = 16;
 pub const URL_BYTES_MAX: usize = 1024;
-const NAME_BYTES_MAX: usize = 1024;
+pub const NAME_BYTES_MAX: usize = 1024;
 
 impl Member {
-    /// Layout: version 1, id, flags (1 learner, 2 promote, 4 removed), name, then a
-    /// count of URLs and each URL; strings are u16-length-prefixed.
+    /// Layout: version 1, id, flags (1 learner, 2 promote, 4 removed), name,
+    /// then the peer URLs and the client URLs, each list a count and the
+    /// URLs; strings are u16-length-prefixed.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(32 + self.name.len());
         out.push(1u8);
@@ -59,6 +70,7 @@ impl Member {
         );
         put_string(&mut out, &self.name);
         put_urls(&mut out, &self.peer_urls);
+        put_urls(&mut out, &self.client_urls);
         out
     }
 
@@ -76,6 +88,7 @@ impl Member {
         }
         let name = reader.string(NAME_BYTES_MAX)?;
         let peer_urls = reader.urls()?;
+        let client_urls = reader.urls()?;
         if !reader.bytes.is_empty() {
             return Err(KvError::BadCommand("trailing bytes after a member"));
         }
@@ -83,6 +96,7 @@ impl Member {
             id,
             name,
             peer_urls,
+            client_urls,
             is_learner: flags & 1 != 0,
             promote_when_caught_up: flags & 2 != 0,
             removed: flags & 4 != 0,
@@ -144,6 +158,7 @@ mod tests {
             id: 0xdead_beef,
             name: "n1".into(),
             peer_urls: vec!["http://127.0.0.1:2380".into(), "http://10.0.0.1:2380".into()],
+            client_urls: vec!["http://127.0.0.1:2379".into()],
             is_learner: true,
             promote_when_caught_up: true,
             removed: true,

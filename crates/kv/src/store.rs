@@ -807,6 +807,10 @@ fn apply_member_change(txn: &WriteTransaction, change: &MemberChange) -> Result<
         MemberChange::UpdatePeerUrls { id, peer_urls } => {
             update(*id, &|member| member.peer_urls.clone_from(peer_urls))?
         }
+        MemberChange::Publish { id, name, client_urls } => update(*id, &|member| {
+            member.name.clone_from(name);
+            member.client_urls.clone_from(client_urls);
+        })?,
     }
     let members = read_members(&table)?;
     Ok(CommandResponse::Members(

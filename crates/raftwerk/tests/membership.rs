@@ -263,3 +263,26 @@ fn a_node_that_was_not_added_cannot_join() {
     assert!(log.contains("etcdctl member add"), "{log}");
     assert_eq!(member_lines(&cluster.endpoints()).len(), 1);
 }
+
+#[test]
+fn a_started_member_whose_data_was_lost_is_refused_at_its_next_first_start() {
+    let mut cluster = Cluster::start(3, "member-wiped", FLAGS);
+    let endpoints = cluster.endpoints();
+    ok(&endpoints, &["put", "a", "1"]);
+    // All three have started: each published its client URL.
+    wait_for_members(&endpoints, "all published", |lines| {
+        lines.len() == 3 && lines.iter().all(|line| line[4].starts_with("http://"))
+    });
+    cluster.kill(2);
+    std::fs::remove_dir_all(&cluster.nodes[2].data_dir).expect("wipe n3");
+    // Started again as a member of a new cluster, with an empty data
+    // directory: its peers know it started, so it refuses.
+    cluster.launch(2);
+    assert_eq!(wait_exit(&mut cluster, 2), Some(1));
+    let log = std::fs::read_to_string(&cluster.nodes[2].log).unwrap_or_default();
+    assert!(log.contains("has already been bootstrapped"), "{log}");
+    assert_eq!(
+        ok(&cluster.endpoints(), &["get", "a", "--print-value-only"]).trim(),
+        "1"
+    );
+}

@@ -71,6 +71,24 @@ pub fn parse_initial_cluster(text: &str) -> Result<Vec<(String, String)>, Config
     Ok(out)
 }
 
+/// Checks that `url` is `http://host:port` (without resolving the host).
+///
+/// # Errors
+/// Another scheme, no host, or no valid port.
+pub(crate) fn check_url(url: &str) -> Result<(), String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(format!("{url:?} must be an http:// URL (TLS is not supported yet)"));
+    };
+    let host_port = rest.trim_end_matches('/');
+    let Some((host, port)) = host_port.rsplit_once(':') else {
+        return Err(format!("{url:?} has no port"));
+    };
+    if host.is_empty() || host.contains('/') || port.parse::<u16>().is_err() {
+        return Err(format!("{url:?} is not http://host:port"));
+    }
+    Ok(())
+}
+
 /// The address an `http://host:port` URL names.
 ///
 /// # Errors
@@ -102,6 +120,38 @@ impl ServerConfig {
         let invalid = |text: String| Err(ConfigError::Invalid(text));
         if self.name.is_empty() {
             return invalid("--name must not be empty".to_string());
+        }
+        use raftwerk_kv::members::{NAME_BYTES_MAX, PEER_URLS_MAX, URL_BYTES_MAX};
+        let names = std::iter::once(&self.name).chain(self.initial_cluster.iter().map(|(name, _)| name));
+        if let Some(name) = names.clone().find(|name| name.len() > NAME_BYTES_MAX) {
+            return invalid(format!(
+                "member name {:?}... is longer than {NAME_BYTES_MAX} bytes",
+                name.chars().take(16).collect::<String>()
+            ));
+        }
+        if let Some(name) = names.clone().find(|name| name.contains(['=', ',', '\n'])) {
+            return invalid(format!(
+                "member name {name:?} must not contain '=', ',' or a line break"
+            ));
+        }
+        let urls = [&self.advertise_client_urls, &self.initial_advertise_peer_urls];
+        if urls.iter().any(|urls| urls.len() > PEER_URLS_MAX) {
+            return invalid(format!(
+                "at most {PEER_URLS_MAX} advertised URLs of each kind are supported"
+            ));
+        }
+        let all_urls = urls
+            .into_iter()
+            .flatten()
+            .chain(self.initial_cluster.iter().map(|(_, url)| url));
+        if let Some(url) = all_urls.clone().find(|url| url.len() > URL_BYTES_MAX) {
+            return invalid(format!(
+                "URL {:?}... is longer than {URL_BYTES_MAX} bytes",
+                url.chars().take(16).collect::<String>()
+            ));
+        }
+        if let Some(url) = all_urls.clone().find(|url| url.contains([',', ' ', '\n'])) {
+            return invalid(format!("URL {url:?} must not contain ',', spaces or line breaks"));
         }
         if self.heartbeat_interval_ms == 0 || self.heartbeat_interval_ms > TIMER_MS_MAX {
             return invalid(format!("--heartbeat-interval must be between 1 and {TIMER_MS_MAX} ms"));
@@ -178,6 +228,8 @@ impl ServerConfig {
             member_id: fnv(&[&self.initial_cluster_token, &self.name]),
             name: self.name.clone(),
             bootstrap,
+            seed: Vec::new(),
+            seed_index: 0,
             removed: false,
         })
     }
@@ -190,6 +242,8 @@ impl ServerConfig {
             name: identity.name.clone(),
             client_urls: self.advertise_client_urls.clone(),
             bootstrap: identity.bootstrap.clone(),
+            seed: identity.seed.clone(),
+            seed_index: identity.seed_index,
         }
     }
 

@@ -27,7 +27,8 @@ pub enum ServerError {
     TooManyRequests,
     #[error("etcdserver: Peer URLs already exists")]
     PeerUrlsExist,
-    #[error("etcdserver: given member URLs are invalid: {0}")]
+    /// etcd's message; the detail goes to the log.
+    #[error("etcdserver: given member URLs are invalid")]
     BadPeerUrls(String),
     #[error("etcdserver: can only promote a learner member")]
     NotLearner,

@@ -1,8 +1,9 @@
 //! Who a node is, fixed at its first start and kept in the data directory's
 //! `member` file: its cluster and member ids, its name, and the cluster's
 //! first members (every node's log starts from their configuration, so a
-//! node that joins later needs them too). Later starts take the identity
-//! from the file; flags that describe another cluster or member are
+//! node that joins later needs them too), and for a joining node the
+//! members it was told of. Later starts take the identity from the file and
+//! ignore the `--initial-cluster*` flags (as etcd); a different `--name` is
 //! refused, and so is a member that was removed from its cluster
 //! (RELIABILITY #6: no rejoining under an old identity).
 
@@ -18,6 +19,11 @@ pub struct Identity {
     pub name: String,
     /// The cluster's first members (voters), sorted by id.
     pub bootstrap: Vec<Member>,
+    /// For a node that joined: the members when it joined, and the log
+    /// index they were as of (it reaches them at these URLs until its own
+    /// member list has caught up).
+    pub seed: Vec<Member>,
+    pub seed_index: u64,
     /// Whether this member was removed from the cluster.
     pub removed: bool,
 }
@@ -38,6 +44,12 @@ impl Identity {
                 member.name
             ));
         }
+        for member in &self.seed {
+            text.push_str(&format!("seed={:016x} {}\n", member.id, member.peer_urls.join(",")));
+        }
+        if self.seed_index > 0 {
+            text.push_str(&format!("seed_index={}\n", self.seed_index));
+        }
         if self.removed {
             text.push_str("removed=true\n");
         }
@@ -50,6 +62,8 @@ impl Identity {
             member_id: 0,
             name: String::new(),
             bootstrap: Vec::new(),
+            seed: Vec::new(),
+            seed_index: 0,
             removed: false,
         };
         let hex = |value: &str| u64::from_str_radix(value, 16).map_err(|error| format!("{value:?}: {error}"));
@@ -62,6 +76,21 @@ impl Identity {
                 "member_id" => identity.member_id = hex(value)?,
                 "name" => identity.name = value.to_string(),
                 "removed" => identity.removed = value == "true",
+                "seed_index" => {
+                    identity.seed_index = value
+                        .parse()
+                        .map_err(|error| format!("seed_index {value:?}: {error}"))?;
+                }
+                "seed" => {
+                    let Some((id, urls)) = value.split_once(' ') else {
+                        return Err(format!("seed member {value:?} is not 'id urls'"));
+                    };
+                    identity.seed.push(Member {
+                        id: hex(id)?,
+                        peer_urls: urls.split(',').map(str::to_string).collect(),
+                        ..Member::default()
+                    });
+                }
                 "bootstrap" => {
                     let mut parts = value.splitn(3, ' ');
                     let (Some(id), Some(urls), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
@@ -113,13 +142,12 @@ impl Identity {
             .map_err(|error| format!("cannot write {}: {error}", path.display()))
     }
 
-    /// Checks a stored identity against the flags a node was started with.
-    /// `from_flags` is the identity the flags describe for a new cluster
-    /// (`None` when joining an existing one, whose flags name no cluster).
+    /// Checks a stored identity against the `--name` a node was started
+    /// with.
     ///
     /// # Errors
-    /// A removed member, or a data directory of another cluster or member.
-    pub fn check(&self, dir: &Path, name: &str, from_flags: Option<&Identity>) -> Result<(), String> {
+    /// A removed member, or a data directory of another member.
+    pub fn check(&self, dir: &Path, name: &str) -> Result<(), String> {
         if self.removed {
             return Err(format!(
                 "member {:x} ({}) was removed from cluster {:x}; its data directory {} cannot rejoin (start with an empty one after `etcdctl member add`)",
@@ -129,17 +157,12 @@ impl Identity {
                 dir.display()
             ));
         }
-        let mismatch = self.name != name
-            || from_flags.is_some_and(|flags| (flags.cluster_id, flags.member_id) != (self.cluster_id, self.member_id));
-        if mismatch {
+        if self.name != name {
             return Err(format!(
-                "data directory {} belongs to another cluster or member:\n{}this node is {name:?}{}",
+                "data directory {} belongs to another cluster or member ({:?} of cluster {:x}); this node is {name:?}",
                 dir.display(),
-                self.encode(),
-                from_flags.map_or(String::new(), |flags| format!(
-                    " of cluster {:x} (a member that joined a running cluster restarts with --initial-cluster-state=existing)",
-                    flags.cluster_id
-                ))
+                self.name,
+                self.cluster_id
             ));
         }
         Ok(())
@@ -162,6 +185,12 @@ mod tests {
                 peer_urls: vec!["http://127.0.0.1:1".into(), "http://127.0.0.1:2".into()],
                 ..Member::default()
             }],
+            seed: vec![Member {
+                id: 0x13,
+                peer_urls: vec!["http://127.0.0.1:3".into()],
+                ..Member::default()
+            }],
+            seed_index: 77,
             removed: true,
         };
         assert_eq!(Identity::parse(&identity.encode()), Ok(identity.clone()));

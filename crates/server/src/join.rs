@@ -22,6 +22,42 @@ const UNKNOWN_PATIENCE: Duration = Duration::from_secs(3);
 const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 const RETRY_PAUSE: Duration = Duration::from_millis(300);
 
+/// How long a new member's first start asks each peer whether it started
+/// before.
+const BOOTSTRAPPED_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// At the first start of a member of a new cluster (an empty data
+/// directory): if the peers that can be reached know this member as
+/// started, its data was lost, and coming back with an empty log under its
+/// identity could lose acknowledged writes (RELIABILITY #6); it refuses, as
+/// etcd does. Peers that cannot be reached (a cluster starting) say
+/// nothing.
+///
+/// # Errors
+/// A peer knows this member as started.
+pub async fn check_not_bootstrapped(config: &ServerConfig) -> Result<(), String> {
+    let own = &config.initial_advertise_peer_urls;
+    for (_, url) in config
+        .initial_cluster
+        .iter()
+        .filter(|(name, url)| *name != config.name && !own.contains(url))
+    {
+        let asked = async {
+            let mut client = transport::connect(url).await.ok()?;
+            client.join(JoinRequest { peer_urls: own.clone() }).await.err()
+        };
+        if let Ok(Some(status)) = tokio::time::timeout(BOOTSTRAPPED_CHECK_TIMEOUT, asked).await {
+            if status.code() == tonic::Code::FailedPrecondition {
+                return Err(format!(
+                    "{url}: {} (this node's data directory is empty)",
+                    status.message()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Asks the running members who this node is.
 ///
 /// # Errors
@@ -47,7 +83,9 @@ pub async fn join(config: &ServerConfig) -> Result<Identity, String> {
     loop {
         for url in &peers {
             let asked = async {
-                let mut client = transport::connect(url).await?;
+                let mut client = transport::connect(url)
+                    .await
+                    .map_err(|error| (tonic::Code::Unavailable, error))?;
                 client
                     .join(JoinRequest { peer_urls: own.clone() })
                     .await
@@ -56,7 +94,7 @@ pub async fn join(config: &ServerConfig) -> Result<Identity, String> {
                         if status.code() == tonic::Code::NotFound {
                             unknown_since.get_or_insert_with(tokio::time::Instant::now);
                         }
-                        status.message().to_string()
+                        (status.code(), status.message().to_string())
                     })
             };
             match tokio::time::timeout(ASK_TIMEOUT, asked).await {
@@ -72,6 +110,15 @@ pub async fn join(config: &ServerConfig) -> Result<Identity, String> {
                         })
                         .collect();
                     bootstrap.sort_by_key(|member| member.id);
+                    let seed = answer
+                        .members
+                        .into_iter()
+                        .map(|member| Member {
+                            id: member.id,
+                            peer_urls: member.peer_ur_ls,
+                            ..Member::default()
+                        })
+                        .collect();
                     if answer.cluster_id == 0 || answer.member_id == 0 || bootstrap.is_empty() {
                         last_error = format!("{url} gave an incomplete answer");
                         continue;
@@ -87,10 +134,14 @@ pub async fn join(config: &ServerConfig) -> Result<Identity, String> {
                         member_id: answer.member_id,
                         name: config.name.clone(),
                         bootstrap,
+                        seed,
+                        seed_index: answer.members_index,
                         removed: false,
                     });
                 }
-                Ok(Err(error)) => last_error = format!("{url}: {error}"),
+                // A member that started before cannot join again: final.
+                Ok(Err((tonic::Code::FailedPrecondition, error))) => return Err(format!("{url}: {error}")),
+                Ok(Err((_, error))) => last_error = format!("{url}: {error}"),
                 Err(_) => last_error = format!("{url}: no answer within {ASK_TIMEOUT:?}"),
             }
         }

@@ -50,6 +50,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
     };
     let handle = Node::start(membership, options).map_err(|error| error.to_string())?;
     let services = Services::new(handle, config.max_request_bytes);
+    tokio::spawn(publish_when_needed(services.clone()));
     let limit = config.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let mut tasks = tokio::task::JoinSet::new();
     for addr in peer_addrs {
@@ -84,22 +85,43 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
     }
 }
 
+/// Publishes this member's name and client URLs once its own record is in
+/// its member list and differs (after its first start, after a join, after
+/// its client URLs changed), retrying until that is done.
+async fn publish_when_needed(services: Services) {
+    let own = services.node.membership.clone();
+    let mut pause = tokio::time::interval(std::time::Duration::from_millis(300));
+    loop {
+        pause.tick().await;
+        let Ok(members) = services.node.members() else {
+            continue;
+        };
+        let Some(record) = members.iter().find(|member| member.id == own.member_id) else {
+            continue;
+        };
+        if record.name == own.name && record.client_urls == own.client_urls {
+            return;
+        }
+        match services.publish().await {
+            Ok(()) => tracing::info!(name = %own.name, "published this member's name and client URLs"),
+            Err(status) => tracing::debug!(error = %status.message(), "publishing this member failed; will retry"),
+        }
+    }
+}
+
 /// The node's identity: the one stored in its data directory (checked
-/// against the flags), or, at the first start, the one the flags give a new
+/// against `--name`), or, at the first start, the one the flags give a new
 /// cluster's member, or the one the running cluster gives a joining member.
 async fn resolve_identity(config: &ServerConfig) -> Result<Identity, String> {
-    let from_flags = if config.initial_cluster_state_new {
-        Some(config.identity_from_flags()?)
-    } else {
-        None
-    };
     if let Some(stored) = Identity::load(&config.data_dir)? {
-        stored.check(&config.data_dir, &config.name, from_flags.as_ref())?;
+        stored.check(&config.data_dir, &config.name)?;
         return Ok(stored);
     }
-    let identity = match from_flags {
-        Some(identity) => identity,
-        None => join::join(config).await?,
+    let identity = if config.initial_cluster_state_new {
+        join::check_not_bootstrapped(config).await?;
+        config.identity_from_flags()?
+    } else {
+        join::join(config).await?
     };
     identity.store(&config.data_dir)?;
     Ok(identity)

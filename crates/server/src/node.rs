@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::errors::ServerError;
 use crate::identity::Identity;
 use crate::snapshot_io::{SnapshotReader, SnapshotWriter};
-use crate::transport::{PeerDirectory, PeerReports, Transport};
+use crate::transport::{PeerDirectory, Transport};
 
 /// Inputs queued for the node task; beyond this, clients get
 /// "too many requests" and peer messages are dropped (the core retries).
@@ -63,6 +63,10 @@ pub struct Membership {
     /// The cluster's first members, from whose configuration every log
     /// starts (a joining node is given them).
     pub bootstrap: Vec<Member>,
+    /// For a joined node: the members when it joined, reachable at these
+    /// URLs until its applied index passes `seed_index`.
+    pub seed: Vec<Member>,
+    pub seed_index: u64,
 }
 
 /// A change of the member list asked for by a client.
@@ -83,6 +87,12 @@ pub enum MembershipRequest {
     Update {
         id: NodeId,
         peer_urls: Vec<String>,
+    },
+    /// A started member's name and client URLs.
+    Publish {
+        id: NodeId,
+        name: String,
+        client_urls: Vec<String>,
     },
 }
 
@@ -146,8 +156,6 @@ pub struct NodeHandle {
     directory: PeerDirectory,
     /// Members removed from the cluster (their messages are refused).
     removed: Arc<RwLock<BTreeSet<NodeId>>>,
-    /// What peers reported about themselves.
-    pub reports: PeerReports,
 }
 
 impl NodeHandle {
@@ -238,6 +246,15 @@ impl NodeHandle {
     /// Whether `id` was removed from the cluster.
     pub fn is_removed(&self, id: NodeId) -> bool {
         self.removed.read().expect("removed set lock poisoned").contains(&id)
+    }
+
+    /// The member list and the log index it is applied through.
+    ///
+    /// # Errors
+    /// A storage failure.
+    pub fn members_with_index(&self) -> Result<(Vec<Member>, u64), ServerError> {
+        let kv = self.kv.read().expect("key space lock poisoned");
+        Ok((kv.members()?, kv.applied_index()))
     }
 
     /// A member's first peer URL.
@@ -343,7 +360,6 @@ impl Node {
         let (inputs, receiver) = mpsc::channel(INPUT_QUEUE_MAX);
         let term = Arc::new(AtomicU64::new(raft.term()));
         let directory: PeerDirectory = Arc::new(RwLock::new(BTreeMap::new()));
-        let reports: PeerReports = Arc::new(Mutex::new(BTreeMap::new()));
         let removed = Arc::new(RwLock::new(BTreeSet::new()));
         let handle = NodeHandle {
             inputs,
@@ -353,14 +369,12 @@ impl Node {
             term: term.clone(),
             directory: directory.clone(),
             removed: removed.clone(),
-            reports: reports.clone(),
         };
         let (data_dir, name) = (options.data_dir.clone(), membership.name.clone());
         let transport = Transport::new(
             membership.cluster_id,
             membership.member_id,
             directory.clone(),
-            reports,
             Arc::new(move || leave_cluster(&data_dir, &name)),
         );
         // Members added by changes still in the log's unapplied tail.
@@ -546,14 +560,14 @@ impl Node {
                 if used_elsewhere(0, &peer_urls) {
                     return Err(ServerError::PeerUrlsExist);
                 }
-                let id = new_member_id(self.membership.cluster_id, &peer_urls, &members);
+                let removed = self.kv.read().expect("key space lock poisoned").removed_members()?;
+                let id = new_member_id(self.membership.cluster_id, &peer_urls, &members, &removed);
                 let record = Member {
                     id,
-                    name: String::new(),
                     peer_urls,
                     is_learner: true,
                     promote_when_caught_up: !learner,
-                    removed: false,
+                    ..Member::default()
                 };
                 ConfChange {
                     ops: vec![ConfChangeOp::AddLearner(id)],
@@ -577,6 +591,10 @@ impl Node {
                     return Err(ServerError::PeerUrlsExist);
                 }
                 return self.propose(&Command::Members(MemberChange::UpdatePeerUrls { id, peer_urls }));
+            }
+            MembershipRequest::Publish { id, name, client_urls } => {
+                member(id)?;
+                return self.propose(&Command::Members(MemberChange::Publish { id, name, client_urls }));
             }
         };
         self.raft.propose_conf_change(change).map_err(|error| match error {
@@ -630,13 +648,22 @@ impl Node {
         let kv = self.kv.read().expect("key space lock poisoned");
         let (members, removed) = (kv.members()?, kv.removed_members()?);
         drop(kv);
-        *self.removed.write().expect("removed set lock poisoned") = removed.into_iter().collect();
+        *self.removed.write().expect("removed set lock poisoned") = removed.iter().copied().collect();
         let mut wanted: BTreeMap<NodeId, Vec<String>> = members
             .into_iter()
             .map(|member| (member.id, member.peer_urls))
             .collect();
         for member in self.pending_members.values() {
             wanted.insert(member.id, member.peer_urls.clone());
+        }
+        // A joined node that has not caught up reaches the members it was
+        // told of (its own list still describes an older cluster).
+        if applied < self.membership.seed_index {
+            for member in &self.membership.seed {
+                if !removed.contains(&member.id) {
+                    wanted.insert(member.id, member.peer_urls.clone());
+                }
+            }
         }
         let gone: Vec<NodeId> = {
             let mut directory = self.directory.write().expect("peer directory lock poisoned");
@@ -681,7 +708,12 @@ impl Node {
         }
         // A member added by a change just appended must be reachable
         // before the messages that replicate to it leave.
-        let mut added = false;
+        // Entries from this index on replace the log's: members added by
+        // the entries they replace were never added.
+        let mut added = ready
+            .entries
+            .first()
+            .is_some_and(|first| !self.pending_members.split_off(&first.index).is_empty());
         for entry in &ready.entries {
             if let Some(member) = added_member(entry) {
                 self.pending_members.insert(entry.index, member);
@@ -765,8 +797,10 @@ impl Node {
     }
 
     fn restore_key_space(&mut self, index: u64) -> Result<(), String> {
-        // A snapshot of our own in progress is older: abandon it.
+        // A snapshot of our own in progress is older: abandon it; the log
+        // it replaces adds no members.
         self.snapshotting = None;
+        self.pending_members.clear();
         let mut reader = SnapshotReader::new(self.raft.storage(), index);
         let mut kv = self.kv.write().expect("key space lock poisoned");
         kv.restore_snapshot(&mut reader).map_err(|error| error.to_string())?;
@@ -1052,10 +1086,12 @@ fn check_peer_urls(peer_urls: &[String]) -> Result<(), ServerError> {
         )));
     }
     for url in peer_urls {
-        crate::config::socket_addr(url).map_err(ServerError::BadPeerUrls)?;
         if url.len() > raftwerk_kv::members::URL_BYTES_MAX {
             return Err(ServerError::BadPeerUrls(format!("{url:?} is too long")));
         }
+        // Parsed, not resolved: a member may be added by a name that
+        // resolves only once it runs (as etcd allows).
+        crate::config::check_url(url).map_err(ServerError::BadPeerUrls)?;
     }
     Ok(())
 }
@@ -1063,12 +1099,12 @@ fn check_peer_urls(peer_urls: &[String]) -> Result<(), ServerError> {
 /// A fresh member id: derived from the cluster, the URLs and the time (as
 /// etcd's), never 0 nor one in use.
 #[allow(clippy::disallowed_methods)]
-fn new_member_id(cluster_id: u64, peer_urls: &[String], members: &[Member]) -> NodeId {
+fn new_member_id(cluster_id: u64, peer_urls: &[String], members: &[Member], removed: &[NodeId]) -> NodeId {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_nanos() as u64);
     let mut id = crate::config::fnv(&[&format!("{cluster_id:x}"), &peer_urls.join(","), &now.to_string()]);
-    while id == 0 || members.iter().any(|member| member.id == id) {
+    while id == 0 || members.iter().any(|member| member.id == id) || removed.contains(&id) {
         id = id.wrapping_add(1);
     }
     id

@@ -127,31 +127,52 @@ impl Services {
         }
     }
 
-    /// A member as etcd's API shows it: names and client URLs come from
-    /// the members themselves (a member added but not started has none).
+    /// A member as etcd's API shows it: names and client URLs are those the
+    /// members published once started (a member added but not started has
+    /// none).
     fn member_pb(&self, member: &raftwerk_kv::Member) -> pb::Member {
-        let own = &self.node.membership;
-        let (name, client_urls) = if member.id == own.member_id {
-            (own.name.clone(), own.client_urls.clone())
-        } else {
-            self.node
-                .reports
-                .lock()
-                .expect("peer report lock poisoned")
-                .get(&member.id)
-                .cloned()
-                .unwrap_or_default()
-        };
         pb::Member {
             id: member.id,
-            name: if member.name.is_empty() {
-                name
-            } else {
-                member.name.clone()
-            },
+            name: member.name.clone(),
             peer_ur_ls: member.peer_urls.clone(),
-            client_ur_ls: client_urls,
+            client_ur_ls: member.client_urls.clone(),
             is_learner: member.is_learner,
+        }
+    }
+
+    /// Records this member's name and client URLs in the member list (as
+    /// etcd's members publish theirs once started), here or at the leader.
+    ///
+    /// # Errors
+    /// No leader, or the member list cannot be changed yet.
+    pub async fn publish(&self) -> Result<(), Status> {
+        let own = &self.node.membership;
+        let request = raftwerkpb::PublishRequest {
+            member_id: own.member_id,
+            name: own.name.clone(),
+            client_urls: own.client_urls.clone(),
+        };
+        match self
+            .node
+            .change_membership(MembershipRequest::Publish {
+                id: own.member_id,
+                name: own.name.clone(),
+                client_urls: own.client_urls.clone(),
+            })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(ServerError::NotLeader { leader }) => {
+                let mut client = self.leader_client(leader).await?;
+                let result = tokio::time::timeout(self.node.request_timeout(), client.member_publish(request))
+                    .await
+                    .unwrap_or_else(|_| Err(ServerError::Timeout.into()));
+                if result.is_err() {
+                    self.forget_leader_client(leader);
+                }
+                result.map(|_| ())
+            }
+            Err(error) => Err(error.into()),
         }
     }
 
@@ -472,7 +493,7 @@ impl peer_server::Peer for Services {
         request: Request<raftwerkpb::JoinRequest>,
     ) -> Result<Response<raftwerkpb::JoinResponse>, Status> {
         let peer_urls = request.into_inner().peer_urls;
-        let members = self.node.members()?;
+        let (members, members_index) = self.node.members_with_index()?;
         let Some(member) = members
             .iter()
             .find(|member| member.peer_urls.iter().any(|url| peer_urls.contains(url)))
@@ -481,6 +502,15 @@ impl peer_server::Peer for Services {
                 "etcdserver: member not found: no member has peer URLs {peer_urls:?}"
             )));
         };
+        // A member that has started holds (or held) a log and a vote: with
+        // its data lost it must not come back under its identity
+        // (RELIABILITY #6), or acknowledged writes could be lost.
+        if !member.client_urls.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "etcdserver: member {:x} has already been bootstrapped; a member whose data was lost must be removed and added again",
+                member.id
+            )));
+        }
         let membership = &self.node.membership;
         Ok(Response::new(raftwerkpb::JoinResponse {
             cluster_id: membership.cluster_id,
@@ -495,7 +525,31 @@ impl peer_server::Peer for Services {
                     ..pb::Member::default()
                 })
                 .collect(),
+            members: members
+                .iter()
+                .map(|member| pb::Member {
+                    id: member.id,
+                    peer_ur_ls: member.peer_urls.clone(),
+                    ..pb::Member::default()
+                })
+                .collect(),
+            members_index,
         }))
+    }
+
+    async fn member_publish(
+        &self,
+        request: Request<raftwerkpb::PublishRequest>,
+    ) -> Result<Response<raftwerkpb::PublishResponse>, Status> {
+        let request = request.into_inner();
+        self.node
+            .change_membership(MembershipRequest::Publish {
+                id: request.member_id,
+                name: request.name,
+                client_urls: request.client_urls,
+            })
+            .await?;
+        Ok(Response::new(raftwerkpb::PublishResponse {}))
     }
 
     async fn identify(

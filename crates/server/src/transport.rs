@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,10 +26,6 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What peers reported about themselves: name and client URLs (for
-/// MemberList).
-pub type PeerReports = Arc<Mutex<BTreeMap<NodeId, (String, Vec<String>)>>>;
-
 /// Every member's peer URLs, kept by the node task from the member list
 /// and from membership changes as they enter the log (a new member must be
 /// reachable from the moment the change is appended).
@@ -47,24 +43,16 @@ pub struct Transport {
     cluster_id: u64,
     member_id: NodeId,
     directory: PeerDirectory,
-    reports: PeerReports,
     on_removed: OnRemoved,
     queues: BTreeMap<NodeId, mpsc::Sender<Message>>,
 }
 
 impl Transport {
-    pub fn new(
-        cluster_id: u64,
-        member_id: NodeId,
-        directory: PeerDirectory,
-        reports: PeerReports,
-        on_removed: OnRemoved,
-    ) -> Transport {
+    pub fn new(cluster_id: u64, member_id: NodeId, directory: PeerDirectory, on_removed: OnRemoved) -> Transport {
         Transport {
             cluster_id,
             member_id,
             directory,
-            reports,
             on_removed,
             queues: BTreeMap::new(),
         }
@@ -91,7 +79,6 @@ impl Transport {
                 receiver,
                 self.cluster_id,
                 self.member_id,
-                self.reports.clone(),
                 self.on_removed.clone(),
             ));
         }
@@ -100,7 +87,6 @@ impl Transport {
     /// Stops sending to a removed member (its task ends with its queue).
     pub fn disconnect(&mut self, peer: NodeId) {
         self.queues.remove(&peer);
-        self.reports.lock().expect("peer report lock poisoned").remove(&peer);
     }
 
     /// Queues a message for its peer; dropped if the queue is full.
@@ -140,7 +126,6 @@ async fn peer_loop(
     mut queue: mpsc::Receiver<Message>,
     cluster_id: u64,
     from: NodeId,
-    reports: PeerReports,
     on_removed: OnRemoved,
 ) {
     let mut backoff = BACKOFF_MIN;
@@ -175,10 +160,13 @@ async fn peer_loop(
                 tokio::time::sleep(BACKOFF_MAX).await;
                 continue;
             }
-            reports
-                .lock()
-                .expect("peer report lock poisoned")
-                .insert(peer, (identity.name, identity.client_urls));
+            if identity.member_id != peer {
+                // Another member (or a removed one) answers at this URL:
+                // messages for this member must not reach it.
+                tracing::warn!(peer = format_args!("{peer:x}"), %url, found = format_args!("{:x}", identity.member_id), "another member answers at this peer's URL; not sending to it");
+                tokio::time::sleep(BACKOFF_MAX).await;
+                continue;
+            }
         }
         let (batches, stream) = mpsc::channel::<MessageBatch>(64);
         let mut call = tokio::spawn(async move { client.send(BatchStream(stream)).await });
