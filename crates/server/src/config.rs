@@ -186,7 +186,18 @@ impl ServerConfig {
                 self.name, self.initial_advertise_peer_urls
             ));
         }
-        let mut names: Vec<&str> = self.initial_cluster.iter().map(|(name, _)| name.as_str()).collect();
+        // `etcdctl member add` prints members that have not started yet
+        // without a name: a joining node may be given several.
+        let unnamed = self.initial_cluster.iter().any(|(name, _)| name.is_empty());
+        if unnamed && self.initial_cluster_state_new {
+            return invalid("--initial-cluster of a new cluster must name every member".to_string());
+        }
+        let mut names: Vec<&str> = self
+            .initial_cluster
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .filter(|name| !name.is_empty())
+            .collect();
         names.sort_unstable();
         if names.windows(2).any(|pair| pair[0] == pair[1]) {
             return invalid("--initial-cluster names a member twice".to_string());
