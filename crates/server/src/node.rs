@@ -39,7 +39,7 @@ const INPUTS_PER_ROUND_MAX: usize = 1024;
 /// Snapshot bytes written per step: the node ticks, answers peers and
 /// serves clients between steps, so a large key space never holds up
 /// heartbeats.
-const SNAPSHOT_STEP_BYTES: u64 = 4 << 20;
+const SNAPSHOT_STEP_BYTES: u64 = 1 << 20;
 
 /// A snapshot of the key space being written into the WAL in steps.
 struct SnapshotInProgress {
