@@ -677,6 +677,43 @@ impl KvStore {
         Ok((hash, compact_revision, at))
     }
 
+    /// A checksum of the whole store (etcd's Maintenance.Hash): every row
+    /// of history, the member list, the revision and the compaction
+    /// revision (CRC-32C).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub fn hash_all(&self) -> Result<u32, KvError> {
+        let txn = self.db.begin_read()?;
+        let mut hash = crc32c::crc32c(&self.revision.to_le_bytes());
+        hash = crc32c::crc32c_append(hash, &self.compact_revision.to_le_bytes());
+        for row in txn.open_table(REVISIONS)?.range(..)? {
+            let (key, value) = row?;
+            hash = crc32c::crc32c_append(hash, key.value());
+            hash = crc32c::crc32c_append(hash, value.value());
+        }
+        for row in txn.open_table(MEMBERS)?.range(..)? {
+            let (id, value) = row?;
+            hash = crc32c::crc32c_append(hash, &id.value().to_le_bytes());
+            hash = crc32c::crc32c_append(hash, value.value());
+        }
+        Ok(hash)
+    }
+
+    /// Makes everything durable and compacts the database file, giving
+    /// freed pages back to the file system (etcd's defragment). No read
+    /// may be in progress (a snapshot being written holds one).
+    ///
+    /// # Errors
+    /// A read in progress, or a storage failure.
+    pub fn defragment(&mut self) -> Result<(), KvError> {
+        self.persist()?;
+        self.db
+            .compact(redb::CompactionMode::Balanced)
+            .map_err(|error| KvError::Storage(format!("defragment: {error}")))?;
+        Ok(())
+    }
+
     /// A snapshot of the store as it is now, to be written in steps (a
     /// server keeps serving between them): it reads from one consistent
     /// read transaction however long the writing takes.

@@ -308,9 +308,60 @@ fn the_rust_etcd_client_works_unchanged() {
             assert!(status.leader() != 0);
             let members = client.member_list().await.expect("member list");
             assert_eq!(members.members().len(), 3);
+            // Maintenance.Hash: every member's whole key space hashes the
+            // same once all have applied the same log.
+            let mut hashes = std::collections::BTreeSet::new();
+            loop {
+                hashes.clear();
+                for endpoint in &endpoints {
+                    let mut one = Client::connect([endpoint], None).await.expect("connect");
+                    hashes.insert(one.hash().await.expect("hash").hash());
+                }
+                if hashes.len() == 1 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         };
         tokio::time::timeout(WAIT_MAX, run)
             .await
             .expect("the client finished in time");
     });
+}
+
+/// The `dbSize` a member reports in `endpoint status`.
+fn db_size(endpoint: &str) -> u64 {
+    let out = ok(endpoint, &["endpoint", "status", "-w", "fields"]);
+    out.lines()
+        .find_map(|line| line.strip_prefix("\"DBSize\" : "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no DBSize in {out}"))
+}
+
+#[test]
+fn defragment_gives_freed_space_back_and_keeps_the_data() {
+    let cluster = Cluster::start(1, "defrag", FLAGS);
+    let endpoint = cluster.endpoints();
+    let big = "x".repeat(60_000);
+    for at in 0..150 {
+        ok(&endpoint, &["put", &format!("big{at:03}"), &big]);
+    }
+    ok(&endpoint, &["put", "keep", "1"]);
+    ok(&endpoint, &["del", "big", "--prefix"]);
+    let revision = ok(&endpoint, &["get", "keep", "-w", "fields"])
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("\"Revision\" : ")
+                .map(|value| value.trim().to_string())
+        })
+        .expect("revision");
+    ok(&endpoint, &["compaction", &revision]);
+    let before = db_size(&endpoint);
+    assert!(before > 5_000_000, "the values took space: {before}");
+    let out = ok(&endpoint, &["defrag"]);
+    assert!(out.contains("Finished defragmenting"), "{out}");
+    let after = db_size(&endpoint);
+    assert!(after < before / 2, "defragment shrank {before} to only {after}");
+    assert_eq!(ok(&endpoint, &["get", "keep", "--print-value-only"]).trim(), "1");
+    assert_eq!(ok(&endpoint, &["get", "big", "--prefix", "--keys-only"]).trim(), "");
 }

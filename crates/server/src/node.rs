@@ -142,6 +142,9 @@ enum Input {
         request: MembershipRequest,
         reply: ProposalReply,
     },
+    Defragment {
+        reply: oneshot::Sender<Result<(), ServerError>>,
+    },
 }
 
 /// The client side of the node task.
@@ -206,6 +209,26 @@ impl NodeHandle {
 
     pub async fn status(&self) -> Result<NodeStatus, ServerError> {
         self.ask(|reply| Input::Status { reply }).await
+    }
+
+    /// Compacts this member's key-space file (not replicated: each member
+    /// is defragmented on its own, as with etcd). The node does nothing
+    /// else meanwhile.
+    ///
+    /// # Errors
+    /// A storage failure, or a timeout.
+    pub async fn defragment(&self) -> Result<(), ServerError> {
+        self.ask(|reply| Input::Defragment { reply }).await?
+    }
+
+    /// The checksum of this member's whole key space (`KvStore::hash_all`)
+    /// and the revision it covers.
+    ///
+    /// # Errors
+    /// A storage failure.
+    pub fn hash_all(&self) -> Result<(u32, i64), ServerError> {
+        let kv = self.kv.read().expect("key space lock poisoned");
+        Ok((kv.hash_all()?, kv.revision()))
     }
 
     /// # Errors
@@ -515,6 +538,17 @@ impl Node {
                     other => ServerError::Internal(format!("etcdserver: {other}")),
                 });
                 let _ = reply.send(result);
+            }
+            Input::Defragment { reply } => {
+                // The snapshot being written holds a read of the key space;
+                // it starts again after.
+                self.snapshotting = None;
+                let started = std::time::Instant::now();
+                let result =
+                    tokio::task::block_in_place(|| self.kv.write().expect("key space lock poisoned").defragment());
+                self.last_persist = std::time::Instant::now();
+                tracing::info!(name = %self.membership.name, elapsed_ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "defragmented the key space");
+                let _ = reply.send(result.map_err(ServerError::from));
             }
         }
     }

@@ -597,11 +597,18 @@ impl maintenance_server::Maintenance for Services {
         &self,
         _request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        Err(unimplemented("Defragment"))
+        self.node.defragment().await?;
+        Ok(Response::new(pb::DefragmentResponse {
+            header: Some(self.header(0)),
+        }))
     }
 
     async fn hash(&self, _request: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
-        Err(unimplemented("Hash"))
+        let (hash, revision) = self.node.hash_all()?;
+        Ok(Response::new(pb::HashResponse {
+            header: Some(self.header(revision)),
+            hash,
+        }))
     }
 
     async fn hash_kv(&self, request: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
