@@ -4,6 +4,8 @@
 //! its cluster is dropped.
 #![allow(dead_code)]
 
+pub mod history;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,0 +1,138 @@
+//! A client history of puts and linearizable gets on a few keys, and a
+//! checker that uses etcd's revisions to find linearizability violations
+//! without searching orders: the server assigns every write a revision in
+//! log order and serves every read at a revision, so
+//! - an operation that began after another ended must not carry a smaller
+//!   revision (real-time order);
+//! - a get must return the value of a put that was invoked before it ended,
+//!   at that put's revision if the put was acknowledged (no phantom or
+//!   misplaced values);
+//! - a get served at revision `h` that saw the key at `m` must not have
+//!   missed an acknowledged put with a revision in `(m, h]`, nor one that
+//!   ended before the get began (no stale reads, no lost writes).
+//!
+//! A put that failed or timed out may or may not have been applied (it is
+//! never counted as "not applied", RELIABILITY #12): its value may be read,
+//! at any revision.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+#[derive(Clone, Debug)]
+pub enum Kind {
+    Put { value: String },
+    Get,
+}
+
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// A put's revision.
+    Put { revision: i64 },
+    /// A get: the revision it was served at, and the value with its mod
+    /// revision (`None` for a missing key).
+    Get {
+        revision: i64,
+        found: Option<(String, i64)>,
+    },
+    /// Failed or timed out: unknown effect.
+    Unknown,
+}
+
+#[derive(Clone, Debug)]
+pub struct Op {
+    pub client: usize,
+    pub key: String,
+    pub kind: Kind,
+    pub invoked: Instant,
+    pub completed: Instant,
+    pub outcome: Outcome,
+}
+
+impl Op {
+    fn revision(&self) -> Option<i64> {
+        match self.outcome {
+            Outcome::Put { revision } | Outcome::Get { revision, .. } => Some(revision),
+            Outcome::Unknown => None,
+        }
+    }
+}
+
+/// Checks a history; returns every violation found (empty: none).
+pub fn check(ops: &[Op]) -> Vec<String> {
+    let mut violations = Vec::new();
+    // Real-time order: sweep operations by invocation, knowing the largest
+    // revision of those that completed before.
+    let mut by_completion: Vec<&Op> = ops.iter().filter(|op| op.revision().is_some()).collect();
+    by_completion.sort_by_key(|op| op.completed);
+    let mut by_invocation: Vec<&Op> = by_completion.clone();
+    by_invocation.sort_by_key(|op| op.invoked);
+    let (mut done, mut floor, mut floor_op): (usize, i64, Option<&Op>) = (0, 0, None);
+    for op in &by_invocation {
+        while done < by_completion.len() && by_completion[done].completed < op.invoked {
+            let revision = by_completion[done].revision().expect("filtered");
+            if revision > floor {
+                floor = revision;
+                floor_op = Some(by_completion[done]);
+            }
+            done += 1;
+        }
+        let revision = op.revision().expect("filtered");
+        if revision < floor {
+            violations.push(format!(
+                "real-time order: {op:?} has revision {revision} but began after {:?} ended at revision {floor}",
+                floor_op.expect("set with the floor")
+            ));
+        }
+    }
+    // Values: each put's value is unique.
+    let puts: HashMap<&str, &Op> = ops
+        .iter()
+        .filter_map(|op| match &op.kind {
+            Kind::Put { value } => Some((value.as_str(), op)),
+            Kind::Get => None,
+        })
+        .collect();
+    for op in ops {
+        let Outcome::Get { revision, found } = &op.outcome else {
+            continue;
+        };
+        let seen_at = match found {
+            Some((value, mod_revision)) => {
+                match puts.get(value.as_str()) {
+                    None => violations.push(format!("phantom value: {op:?} read a value no put wrote")),
+                    Some(put) if put.key != op.key => {
+                        violations.push(format!("wrong key: {op:?} read the value {put:?} wrote"))
+                    }
+                    Some(put) if put.invoked > op.completed => {
+                        violations.push(format!("read from the future: {op:?} read the value of {put:?}"))
+                    }
+                    Some(put) => {
+                        if let Outcome::Put { revision: put_revision } = put.outcome {
+                            if put_revision != *mod_revision {
+                                violations.push(format!(
+                                    "misplaced value: {op:?} read it at mod revision {mod_revision}, but {put:?} wrote it at {put_revision}"
+                                ));
+                            }
+                        }
+                    }
+                }
+                *mod_revision
+            }
+            None => 0,
+        };
+        if seen_at > *revision {
+            violations.push(format!("{op:?} saw a version newer than the revision it was served at"));
+        }
+        for put in ops.iter().filter(|put| put.key == op.key) {
+            let Outcome::Put { revision: put_revision } = put.outcome else {
+                continue;
+            };
+            if put_revision > seen_at && (put_revision <= *revision || put.completed < op.invoked) {
+                violations.push(format!(
+                    "stale read: {op:?} saw the key at revision {seen_at} but {put:?} (revision {put_revision}) precedes it"
+                ));
+            }
+        }
+    }
+    violations
+}
