@@ -23,6 +23,8 @@ pub enum KvError {
     LeaseNotFound,
     #[error("etcdserver: member not found")]
     MemberNotFound,
+    #[error("etcdserver: invalid member: {0}")]
+    InvalidMember(&'static str),
     #[error("undecodable command: {0}")]
     BadCommand(&'static str),
     #[error("state machine storage failed: {0}")]

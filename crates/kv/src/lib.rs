@@ -18,5 +18,5 @@ pub mod types;
 pub use codec::{decode_command, encode_command};
 pub use errors::KvError;
 pub use members::{Member, MemberChange};
-pub use store::{KvStore, SnapshotSource};
+pub use store::{KvReader, KvStore, SnapshotSource};
 pub use types::*;

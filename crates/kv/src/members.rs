@@ -58,6 +58,27 @@ pub const URL_BYTES_MAX: usize = 1024;
 pub const NAME_BYTES_MAX: usize = 1024;
 
 impl Member {
+    /// Checks the record can be stored and read back: at most
+    /// `PEER_URLS_MAX` URLs of each kind, names and URLs within their
+    /// bounds.
+    ///
+    /// # Errors
+    /// `InvalidMember` naming the first problem.
+    pub fn validate(&self) -> Result<(), KvError> {
+        if self.name.len() > NAME_BYTES_MAX {
+            return Err(KvError::InvalidMember("member name too long"));
+        }
+        for urls in [&self.peer_urls, &self.client_urls] {
+            if urls.len() > PEER_URLS_MAX {
+                return Err(KvError::InvalidMember("too many member URLs"));
+            }
+            if urls.iter().any(|url| url.len() > URL_BYTES_MAX) {
+                return Err(KvError::InvalidMember("member URL too long"));
+            }
+        }
+        Ok(())
+    }
+
     /// Layout: version 1, id, flags (1 learner, 2 promote, 4 removed), name,
     /// then the peer URLs and the client URLs, each list a count and the
     /// URLs; strings are u16-length-prefixed.

@@ -167,6 +167,56 @@ pub struct KvStore {
     durable_commits: bool,
 }
 
+/// A consistent read-only view of a `KvStore` (see `KvStore::reader`).
+pub struct KvReader {
+    txn: redb::ReadTransaction,
+    revision: i64,
+    compact_revision: i64,
+}
+
+impl KvReader {
+    /// Serves a read from this view.
+    ///
+    /// # Errors
+    /// `Compacted` or `FutureRevision` for a revision outside the history;
+    /// `Storage` on failure.
+    pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, KvError> {
+        let table = self.txn.open_table(REVISIONS)?;
+        range_at(&table, request, self.revision, self.compact_revision, self.revision)
+    }
+
+    /// See `KvStore::hash_kv`.
+    ///
+    /// # Errors
+    /// `Compacted` or `FutureRevision` outside the history; storage.
+    pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64), KvError> {
+        let table = self.txn.open_table(REVISIONS)?;
+        let (current, compact_revision) = (self.revision, self.compact_revision);
+        let at = if revision > 0 { revision } else { current };
+        if at > current {
+            return Err(KvError::FutureRevision { revision, current });
+        }
+        // As etcd 3.4/3.5: the compaction revision itself is compacted.
+        if revision > 0 && at <= compact_revision {
+            return Err(KvError::Compacted {
+                revision,
+                compact_revision,
+            });
+        }
+        let mut hash = 0u32;
+        for row in table.range(..)? {
+            let (key, value) = row?;
+            let (_, row_revision) =
+                split_row_key(key.value()).map_err(|_| KvError::Storage("damaged row key".to_string()))?;
+            if row_revision.main <= at {
+                hash = crc32c::crc32c_append(hash, key.value());
+                hash = crc32c::crc32c_append(hash, value.value());
+            }
+        }
+        Ok((hash, compact_revision, at))
+    }
+}
+
 /// A snapshot being written in steps (see `KvStore::snapshot_source`).
 pub struct SnapshotSource {
     /// The header and member list, until written.
@@ -626,9 +676,22 @@ impl KvStore {
     /// `Compacted` or `FutureRevision` for a revision outside the history;
     /// `Storage` on failure.
     pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, KvError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(REVISIONS)?;
-        range_at(&table, request, self.revision, self.compact_revision, self.revision)
+        self.reader()?.range(request)
+    }
+
+    /// A consistent view of the store as it is now, for reads that may
+    /// take long: it holds no borrow of the store, so a server can keep
+    /// applying while a large range or hash runs (redb readers never block
+    /// its writer).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub fn reader(&self) -> Result<KvReader, KvError> {
+        Ok(KvReader {
+            txn: self.db.begin_read()?,
+            revision: self.revision,
+            compact_revision: self.compact_revision,
+        })
     }
 
     /// Writes the whole store (applied index, revisions, history, members)
@@ -651,30 +714,7 @@ impl KvStore {
     /// # Errors
     /// `Compacted` or `FutureRevision` outside the history; storage.
     pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64), KvError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(REVISIONS)?;
-        let (current, compact_revision) = (self.revision, self.compact_revision);
-        let at = if revision > 0 { revision } else { current };
-        if at > current {
-            return Err(KvError::FutureRevision { revision, current });
-        }
-        if at < compact_revision {
-            return Err(KvError::Compacted {
-                revision,
-                compact_revision,
-            });
-        }
-        let mut hash = 0u32;
-        for row in table.range(..)? {
-            let (key, value) = row?;
-            let (_, row_revision) =
-                split_row_key(key.value()).map_err(|_| KvError::Storage("damaged row key".to_string()))?;
-            if row_revision.main <= at {
-                hash = crc32c::crc32c_append(hash, key.value());
-                hash = crc32c::crc32c_append(hash, value.value());
-            }
-        }
-        Ok((hash, compact_revision, at))
+        self.reader()?.hash_kv(revision)
     }
 
     /// A checksum of the whole store (etcd's Maintenance.Hash): every row
@@ -829,11 +869,13 @@ fn apply_member_change(txn: &WriteTransaction, change: &MemberChange) -> Result<
             return Err(KvError::MemberNotFound);
         }
         edit(&mut member);
+        member.validate()?;
         table.insert(id, member.encode().as_slice())?;
         Ok(())
     };
     match change {
         MemberChange::Add(member) => {
+            member.validate()?;
             table.insert(member.id, member.encode().as_slice())?;
         }
         MemberChange::Remove { id } => update(*id, &|member| member.removed = true)?,

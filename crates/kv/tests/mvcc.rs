@@ -777,5 +777,9 @@ fn hash_kv_covers_history_and_agrees_across_stores_at_each_revision() {
     a.apply(Command::Compact { revision: 2 }).unwrap();
     assert_eq!(a.store.hash_kv(0).unwrap().1, 2, "the compaction revision");
     assert!(matches!(a.store.hash_kv(1), Err(KvError::Compacted { .. })));
+    assert!(
+        matches!(a.store.hash_kv(2), Err(KvError::Compacted { .. })),
+        "as etcd 3.4/3.5, the compaction revision itself is compacted"
+    );
     assert!(matches!(a.store.hash_kv(9), Err(KvError::FutureRevision { .. })));
 }

@@ -121,6 +121,11 @@ impl ServerConfig {
         if self.name.is_empty() {
             return invalid("--name must not be empty".to_string());
         }
+        // A member publishes its client URLs when it starts: that is how
+        // the cluster knows it started (and refuses it back with lost data).
+        if self.advertise_client_urls.is_empty() {
+            return invalid("--advertise-client-urls must name at least one URL".to_string());
+        }
         use raftwerk_kv::members::{NAME_BYTES_MAX, PEER_URLS_MAX, URL_BYTES_MAX};
         let names = std::iter::once(&self.name).chain(self.initial_cluster.iter().map(|(name, _)| name));
         if let Some(name) = names.clone().find(|name| name.len() > NAME_BYTES_MAX) {

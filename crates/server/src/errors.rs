@@ -60,6 +60,7 @@ impl From<ServerError> for Status {
                 | KvError::LeaseProvided,
             ) => Code::InvalidArgument,
             ServerError::Kv(KvError::LeaseNotFound | KvError::MemberNotFound) => Code::NotFound,
+            ServerError::Kv(KvError::InvalidMember(_)) => Code::InvalidArgument,
             ServerError::BadPeerUrls(_) => Code::InvalidArgument,
             ServerError::PeerUrlsExist
             | ServerError::NotLearner

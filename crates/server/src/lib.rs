@@ -51,6 +51,7 @@ pub async fn serve(config: ServerConfig) -> Result<(), String> {
     let handle = Node::start(membership, options).map_err(|error| error.to_string())?;
     let services = Services::new(handle, config.max_request_bytes);
     tokio::spawn(publish_when_needed(services.clone()));
+    tokio::spawn(watch_for_removal(services.clone(), config.data_dir.clone()));
     let limit = config.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let mut tasks = tokio::task::JoinSet::new();
     for addr in peer_addrs {
@@ -105,6 +106,48 @@ async fn publish_when_needed(services: Services) {
         match services.publish().await {
             Ok(()) => tracing::info!(name = %own.name, "published this member's name and client URLs"),
             Err(status) => tracing::debug!(error = %status.message(), "publishing this member failed; will retry"),
+        }
+    }
+}
+
+/// How often a member asks one of its peers whether it was removed.
+const REMOVAL_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A member that was removed while it could not hear it (a learner, which
+/// never sends; a member that was down) learns it from its peers: every
+/// `REMOVAL_CHECK_INTERVAL` it asks the next one, and stops if told so.
+async fn watch_for_removal(services: Services, data_dir: std::path::PathBuf) {
+    let own = services.node.membership.clone();
+    let mut clients = std::collections::BTreeMap::new();
+    let mut turn = 0usize;
+    let mut pause = tokio::time::interval(REMOVAL_CHECK_INTERVAL);
+    loop {
+        pause.tick().await;
+        let peers = services.node.peer_urls();
+        if peers.is_empty() {
+            continue;
+        }
+        turn = turn.wrapping_add(1);
+        let (_, url) = &peers[turn % peers.len()];
+        let asked = async {
+            if !clients.contains_key(url) {
+                clients.insert(url.clone(), transport::connect(url).await.ok()?);
+            }
+            let client = clients.get_mut(url)?;
+            let request = raftwerk_proto::raftwerkpb::IdentifyRequest {
+                member_id: own.member_id,
+            };
+            client.identify(request).await.ok().map(tonic::Response::into_inner)
+        };
+        match tokio::time::timeout(REMOVAL_CHECK_INTERVAL, asked).await {
+            Ok(Some(answer)) if answer.cluster_id == own.cluster_id && answer.asker_removed => {
+                node::leave_cluster(&data_dir, &own.name);
+                return;
+            }
+            Ok(Some(_)) => {}
+            _ => {
+                clients.remove(url);
+            }
         }
     }
 }

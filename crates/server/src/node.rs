@@ -203,8 +203,10 @@ impl NodeHandle {
         if !request.serializable {
             self.ask(|reply| Input::Read { reply }).await??;
         }
-        let kv = self.kv.read().expect("key space lock poisoned");
-        Ok(kv.range(&request)?)
+        // The lock only pins a consistent view; the scan runs without it,
+        // so a large range never holds up the node's applies.
+        let reader = self.kv.read().expect("key space lock poisoned").reader()?;
+        Ok(reader.range(&request)?)
     }
 
     pub async fn status(&self) -> Result<NodeStatus, ServerError> {
@@ -263,7 +265,8 @@ impl NodeHandle {
     /// # Errors
     /// A revision outside the history, or a storage failure.
     pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64), ServerError> {
-        Ok(self.kv.read().expect("key space lock poisoned").hash_kv(revision)?)
+        let reader = self.kv.read().expect("key space lock poisoned").reader()?;
+        Ok(reader.hash_kv(revision)?)
     }
 
     /// Whether `id` was removed from the cluster.
@@ -278,6 +281,17 @@ impl NodeHandle {
     pub fn members_with_index(&self) -> Result<(Vec<Member>, u64), ServerError> {
         let kv = self.kv.read().expect("key space lock poisoned");
         Ok((kv.members()?, kv.applied_index()))
+    }
+
+    /// Every other member's first peer URL.
+    pub fn peer_urls(&self) -> Vec<(NodeId, String)> {
+        self.directory
+            .read()
+            .expect("peer directory lock poisoned")
+            .iter()
+            .filter(|(id, _)| **id != self.membership.member_id)
+            .filter_map(|(id, urls)| urls.first().map(|url| (*id, url.clone())))
+            .collect()
     }
 
     /// A member's first peer URL.
@@ -627,7 +641,12 @@ impl Node {
                 return self.propose(&Command::Members(MemberChange::UpdatePeerUrls { id, peer_urls }));
             }
             MembershipRequest::Publish { id, name, client_urls } => {
-                member(id)?;
+                Member {
+                    name: name.clone(),
+                    client_urls: client_urls.clone(),
+                    ..member(id)?.clone()
+                }
+                .validate()?;
                 return self.propose(&Command::Members(MemberChange::Publish { id, name, client_urls }));
             }
         };
@@ -831,10 +850,11 @@ impl Node {
     }
 
     fn restore_key_space(&mut self, index: u64) -> Result<(), String> {
-        // A snapshot of our own in progress is older: abandon it; the log
-        // it replaces adds no members.
+        // A snapshot of our own in progress is older: abandon it; the part
+        // of the log it replaces adds no members (entries after it, of the
+        // same ready, may).
         self.snapshotting = None;
-        self.pending_members.clear();
+        self.pending_members = self.pending_members.split_off(&(index + 1));
         let mut reader = SnapshotReader::new(self.raft.storage(), index);
         let mut kv = self.kv.write().expect("key space lock poisoned");
         kv.restore_snapshot(&mut reader).map_err(|error| error.to_string())?;

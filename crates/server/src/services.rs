@@ -554,14 +554,16 @@ impl peer_server::Peer for Services {
 
     async fn identify(
         &self,
-        _request: Request<raftwerkpb::IdentifyRequest>,
+        request: Request<raftwerkpb::IdentifyRequest>,
     ) -> Result<Response<raftwerkpb::IdentifyResponse>, Status> {
+        let asker = request.into_inner().member_id;
         let membership = &self.node.membership;
         Ok(Response::new(raftwerkpb::IdentifyResponse {
             cluster_id: membership.cluster_id,
             member_id: membership.member_id,
             name: membership.name.clone(),
             client_urls: membership.client_urls.clone(),
+            asker_removed: asker != 0 && self.node.is_removed(asker),
         }))
     }
 }

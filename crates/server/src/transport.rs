@@ -153,8 +153,12 @@ async fn peer_loop(
             }
         };
         backoff = BACKOFF_MIN;
-        if let Ok(identity) = client.identify(IdentifyRequest {}).await {
+        if let Ok(identity) = client.identify(IdentifyRequest { member_id: from }).await {
             let identity = identity.into_inner();
+            if identity.asker_removed && identity.cluster_id == cluster_id {
+                on_removed();
+                return;
+            }
             if identity.cluster_id != cluster_id {
                 tracing::error!(peer = %url, "peer belongs to another cluster; not sending to it");
                 tokio::time::sleep(BACKOFF_MAX).await;
