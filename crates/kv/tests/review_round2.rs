@@ -1,4 +1,5 @@
-//! Review round 2: key-space findings (see each test's doc comment).
+//! Review round 2: key-space findings, each a test that failed before its
+//! fix (see each test's doc comment).
 
 use raftwerk_kv::*;
 

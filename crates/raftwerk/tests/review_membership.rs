@@ -1,6 +1,7 @@
-//! Review of the runtime membership change (commits ce280b6..f6c2d7b):
-//! failing tests, one per bug found. Each test documents the bug above
-//! it. Every wait is bounded.
+//! Findings of the review of runtime membership changes, against real
+//! `raftwerk` processes; each test failed before its fix, and its doc
+//! comment says what went wrong ("BUG", "Observed") and what is expected
+//! now. Every wait is bounded.
 
 mod common;
 

@@ -1,7 +1,8 @@
 //! Review round 2 of the server (stepped snapshots, key-space durability,
 //! membership, HashKV), against real `raftwerk` processes. Each test is a
-//! finding that fails today; its doc comment says what goes wrong. Every
-//! wait is bounded; every process is killed when its test ends.
+//! finding that failed before its fix; its doc comment says what went
+//! wrong. Every wait is bounded; every process is killed when its test
+//! ends.
 
 mod common;
 
