@@ -173,16 +173,10 @@ async fn client_loop(id: usize, endpoint: String, deadline: Instant, seed: u64) 
     ops
 }
 
-#[test]
-fn puts_and_gets_stay_linearizable_while_members_crash_restart_and_pause() {
-    let seed: u64 = std::env::var("RAFTWERK_FAULT_SEED")
-        .ok()
-        .and_then(|seed| seed.parse().ok())
-        .unwrap_or(2026);
-    let mut cluster = Cluster::start(3, "linearizable", FLAGS);
-    let endpoints: Vec<String> = (0..3).map(|at| cluster.endpoint(at)).collect();
-    let deadline = Instant::now() + RUN;
-    let clients = std::thread::spawn(move || {
+/// Runs `CLIENTS` clients until `deadline` on their own runtime thread,
+/// client `i` bound to `endpoints[i % len]`; returns the history.
+fn run_clients(endpoints: Vec<String>, deadline: Instant, seed: u64) -> std::thread::JoinHandle<Vec<Op>> {
+    std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -205,7 +199,48 @@ fn puts_and_gets_stay_linearizable_while_members_crash_restart_and_pause() {
             }
             ops
         })
-    });
+    })
+}
+
+/// Checks the history, after enough operations succeeded to mean much.
+fn check_history(ops: &[Op], what: &str) {
+    let succeeded = |put: bool| {
+        ops.iter()
+            .filter(|op| match (&op.kind, &op.outcome) {
+                (Kind::Put { .. }, Outcome::Put { .. }) => put,
+                (Kind::Get, Outcome::Get { .. }) => !put,
+                _ => false,
+            })
+            .count()
+    };
+    let (puts, gets) = (succeeded(true), succeeded(false));
+    eprintln!(
+        "{what}: {} operations ({puts} puts and {gets} gets acknowledged)",
+        ops.len()
+    );
+    assert!(
+        puts > 50 && gets > 50,
+        "too few operations succeeded to check much: {puts} puts, {gets} gets"
+    );
+    let violations = check(ops);
+    assert!(
+        violations.is_empty(),
+        "{what}: {} violations, first: {:#?}",
+        violations.len(),
+        &violations[..violations.len().min(5)]
+    );
+}
+
+#[test]
+fn puts_and_gets_stay_linearizable_while_members_crash_restart_and_pause() {
+    let seed: u64 = std::env::var("RAFTWERK_FAULT_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or(2026);
+    let mut cluster = Cluster::start(3, "linearizable", FLAGS);
+    let endpoints: Vec<String> = (0..3).map(|at| cluster.endpoint(at)).collect();
+    let deadline = Instant::now() + RUN;
+    let clients = run_clients(endpoints, deadline, seed);
     // The fault schedule: every 0.6–1.4 s, heal the last fault, then kill
     // or pause a member (or do nothing).
     let mut rng = mix(seed);
@@ -247,31 +282,7 @@ fn puts_and_gets_stay_linearizable_while_members_crash_restart_and_pause() {
         cluster.launch(at);
     }
     let ops = clients.join().expect("clients");
-    let succeeded = |put: bool| {
-        ops.iter()
-            .filter(|op| match (&op.kind, &op.outcome) {
-                (Kind::Put { .. }, Outcome::Put { .. }) => put,
-                (Kind::Get, Outcome::Get { .. }) => !put,
-                _ => false,
-            })
-            .count()
-    };
-    let (puts, gets) = (succeeded(true), succeeded(false));
-    eprintln!(
-        "seed {seed}: {} operations ({puts} puts and {gets} gets acknowledged); faults: {faults:?}",
-        ops.len()
-    );
-    assert!(
-        puts > 50 && gets > 50,
-        "too few operations succeeded to check much: {puts} puts, {gets} gets"
-    );
-    let violations = check(&ops);
-    assert!(
-        violations.is_empty(),
-        "seed {seed}: {} violations, first: {:#?}",
-        violations.len(),
-        &violations[..violations.len().min(5)]
-    );
+    check_history(&ops, &format!("seed {seed}, faults {faults:?}"));
     // After the faults the cluster serves again.
     let started = Instant::now();
     loop {
@@ -282,4 +293,73 @@ fn puts_and_gets_stay_linearizable_while_members_crash_restart_and_pause() {
         assert!(started.elapsed() < WAIT_MAX, "the cluster did not recover");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// `etcdctl member add` (retried while the cluster settles); returns the
+/// new member's id and the `ETCD_INITIAL_CLUSTER` it printed.
+fn member_add(endpoints: &str, name: &str, peer_url: &str, learner: bool) -> (String, String) {
+    let mut args = vec!["member", "add", name, "--peer-urls", peer_url];
+    if learner {
+        args.push("--learner");
+    }
+    let out = common::ok(endpoints, &args);
+    let id = out.split_whitespace().nth(1).expect("'Member <id> added'").to_string();
+    let initial_cluster = out
+        .lines()
+        .find_map(|line| line.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
+        .map(|value| value.trim_end_matches('"').to_string())
+        .expect("ETCD_INITIAL_CLUSTER printed");
+    (id, initial_cluster)
+}
+
+fn member_id(endpoints: &str, name: &str) -> String {
+    common::ok(endpoints, &["member", "list"])
+        .lines()
+        .find(|line| line.split(", ").nth(2) == Some(name))
+        .and_then(|line| line.split(", ").next())
+        .unwrap_or_else(|| panic!("{name} not listed"))
+        .to_string()
+}
+
+#[test]
+fn puts_and_gets_stay_linearizable_while_members_are_added_promoted_and_removed() {
+    let mut cluster = Cluster::start(3, "linearizable-members", FLAGS);
+    let n4 = cluster.add_node("n4");
+    let n5 = cluster.add_node("n5");
+    let endpoints: Vec<String> = (0..5).map(|at| cluster.endpoint(at)).collect();
+    let deadline = Instant::now() + RUN;
+    let clients = run_clients(endpoints, deadline, 7);
+    let mut steps = Vec::new();
+    let all = |cluster: &Cluster| cluster.endpoints();
+    std::thread::sleep(Duration::from_millis(800));
+    // A voter joins (as a learner, promoted once caught up).
+    let (_, initial) = member_add(&all(&cluster), "n4", &cluster.peer_url(n4), false);
+    cluster.nodes[n4].joins_with = Some(initial);
+    cluster.launch(n4);
+    steps.push("add n4");
+    std::thread::sleep(Duration::from_millis(2500));
+    // A bootstrap member leaves (it may be the leader).
+    let n1 = member_id(&all(&cluster), "n1");
+    common::ok(&cluster.endpoint(1), &["member", "remove", &n1]);
+    steps.push("remove n1");
+    std::thread::sleep(Duration::from_millis(1500));
+    // A learner joins and is promoted by request.
+    let (n5_id, initial) = member_add(&cluster.endpoint(1), "n5", &cluster.peer_url(n5), true);
+    cluster.nodes[n5].joins_with = Some(initial);
+    cluster.launch(n5);
+    steps.push("add learner n5");
+    common::ok(&cluster.endpoint(1), &["member", "promote", &n5_id]);
+    steps.push("promote n5");
+    std::thread::sleep(Duration::from_millis(1000));
+    // A crash and restart among the new set.
+    cluster.kill(2);
+    steps.push("kill n3");
+    std::thread::sleep(Duration::from_millis(1500));
+    cluster.launch(2);
+    steps.push("restart n3");
+    let ops = clients.join().expect("clients");
+    check_history(&ops, &format!("membership steps {steps:?}"));
+    let members = common::ok(&cluster.endpoint(1), &["member", "list"]);
+    assert_eq!(members.lines().count(), 4, "{members}");
+    assert!(!members.contains(", n1, "), "{members}");
 }
