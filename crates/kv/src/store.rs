@@ -740,6 +740,25 @@ impl KvStore {
         Ok(hash)
     }
 
+    /// Turns a store restored from a backup into the first state of a new
+    /// cluster: nothing applied from its (empty) log yet, and `members` as
+    /// its member list; the data and revisions stay. Durable on return.
+    ///
+    /// # Errors
+    /// A member record that cannot be stored, or a storage failure.
+    pub fn reset_for_new_cluster(&mut self, members: &[Member]) -> Result<(), KvError> {
+        let txn = self.db.begin_write()?;
+        {
+            txn.delete_table(MEMBERS)?;
+            let mut table = txn.open_table(MEMBERS)?;
+            for member in members {
+                member.validate()?;
+                table.insert(member.id, member.encode().as_slice())?;
+            }
+        }
+        self.commit_meta(txn, 0, self.revision, self.compact_revision)
+    }
+
     /// Makes everything durable and compacts the database file, giving
     /// freed pages back to the file system (etcd's defragment). No read
     /// may be in progress (a snapshot being written holds one).

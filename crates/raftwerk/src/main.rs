@@ -23,10 +23,10 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Commands>,
     /// Human-readable name for this member.
-    #[arg(long, env = "RAFTWERK_NAME", default_value = "default")]
+    #[arg(long, env = "RAFTWERK_NAME", default_value = "default", global = true)]
     name: String,
     /// Path to the data directory (default: <name>.raftwerk).
-    #[arg(long, env = "RAFTWERK_DATA_DIR")]
+    #[arg(long, env = "RAFTWERK_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
     /// URLs to listen on for client traffic (comma-separated).
     #[arg(long, env = "RAFTWERK_LISTEN_CLIENT_URLS", default_value = "http://127.0.0.1:2379")]
@@ -45,18 +45,24 @@ struct Cli {
     #[arg(
         long,
         env = "RAFTWERK_INITIAL_ADVERTISE_PEER_URLS",
-        default_value = "http://127.0.0.1:2380"
+        default_value = "http://127.0.0.1:2380",
+        global = true
     )]
     initial_advertise_peer_urls: String,
     /// Initial cluster configuration: name=peer-url,... (default: this
     /// member alone).
-    #[arg(long, env = "RAFTWERK_INITIAL_CLUSTER")]
+    #[arg(long, env = "RAFTWERK_INITIAL_CLUSTER", global = true)]
     initial_cluster: Option<String>,
     /// `new` to bootstrap a cluster; `existing` to join one.
     #[arg(long, env = "RAFTWERK_INITIAL_CLUSTER_STATE", value_enum, default_value_t = ClusterState::New)]
     initial_cluster_state: ClusterState,
     /// Token that makes the cluster's identity unique.
-    #[arg(long, env = "RAFTWERK_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    #[arg(
+        long,
+        env = "RAFTWERK_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster",
+        global = true
+    )]
     initial_cluster_token: String,
     /// Time between heartbeats, in milliseconds.
     #[arg(long, env = "RAFTWERK_HEARTBEAT_INTERVAL", default_value_t = 100)]
@@ -109,6 +115,23 @@ enum Commands {
         /// Serializable ranges (served locally) instead of linearizable.
         #[arg(long)]
         serializable: bool,
+    },
+    /// Backups made with `etcdctl snapshot save`.
+    Snapshot {
+        #[command(subcommand)]
+        action: SnapshotAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SnapshotAction {
+    /// Restore a backup into a new data directory, as a member of the new
+    /// cluster that --name, --data-dir, --initial-cluster,
+    /// --initial-cluster-token and --initial-advertise-peer-urls describe
+    /// (restore every member of the new cluster from the same file).
+    Restore {
+        /// The file `etcdctl snapshot save` wrote.
+        file: PathBuf,
     },
 }
 
@@ -177,13 +200,47 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Some(Commands::Snapshot {
+            action: SnapshotAction::Restore { file },
+        }) => {
+            let config = match server_config(&cli) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            return match raftwerk_server::backup::restore(&config, file) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("raftwerk snapshot restore: {error}");
+                    ExitCode::from(1)
+                }
+            };
+        }
         None => {}
     }
+    let config = match server_config(&cli) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    if let Err(error) = config.validate() {
+        return usage_error(&error.to_string());
+    }
+    match runtime.block_on(raftwerk_server::serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("raftwerk: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The server's settings from the flags; a usage error if they do not
+/// parse.
+fn server_config(cli: &Cli) -> Result<ServerConfig, ExitCode> {
     let advertise_peer = split(&cli.initial_advertise_peer_urls);
     let initial_cluster = match &cli.initial_cluster {
         Some(text) => match parse_initial_cluster(text) {
             Ok(pairs) => pairs,
-            Err(error) => return usage_error(&error.to_string()),
+            Err(error) => return Err(usage_error(&error.to_string())),
         },
         None => advertise_peer
             .iter()
@@ -209,16 +266,7 @@ fn main() -> ExitCode {
         snapshot_catchup_entries: cli.experimental_snapshot_catchup_entries,
         max_request_bytes: cli.max_request_bytes,
     };
-    if let Err(error) = config.validate() {
-        return usage_error(&error.to_string());
-    }
-    match runtime.block_on(raftwerk_server::serve(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("raftwerk: {error}");
-            ExitCode::from(1)
-        }
-    }
+    Ok(config)
 }
 
 /// Wrong or conflicting flags: a clear message and exit code 2, as for

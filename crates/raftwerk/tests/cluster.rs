@@ -365,3 +365,94 @@ fn defragment_gives_freed_space_back_and_keeps_the_data() {
     assert_eq!(ok(&endpoint, &["get", "keep", "--print-value-only"]).trim(), "1");
     assert_eq!(ok(&endpoint, &["get", "big", "--prefix", "--keys-only"]).trim(), "");
 }
+
+/// `raftwerk snapshot restore FILE` as member `at` of `cluster` (its name,
+/// data directory, peer URL, and the cluster's `--initial-cluster` and
+/// token).
+fn restore(cluster: &Cluster, at: usize, file: &Path) -> std::process::Output {
+    let node = &cluster.nodes[at];
+    Command::new("timeout")
+        .arg("20")
+        .arg(env!("CARGO_BIN_EXE_raftwerk"))
+        .args(["snapshot", "restore"])
+        .arg(file)
+        .args(["--name", &node.name])
+        .arg("--data-dir")
+        .arg(&node.data_dir)
+        .args(["--initial-cluster", &cluster.initial_cluster])
+        .args(["--initial-cluster-token", &cluster.token])
+        .args(["--initial-advertise-peer-urls", &cluster.peer_url(at)])
+        .output()
+        .expect("run raftwerk snapshot restore")
+}
+
+#[test]
+fn a_backup_saved_with_etcdctl_restores_a_new_cluster_with_its_history() {
+    let mut target = Cluster::prepare(3, "backup-target", FLAGS);
+    let source = Cluster::start(3, "backup-source", FLAGS);
+    let endpoints = source.endpoints();
+    ok(&endpoints, &["put", "a", "1"]);
+    let first = ok(&endpoints, &["get", "a", "-w", "fields"])
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("\"ModRevision\" : ")
+                .map(|value| value.trim().to_string())
+        })
+        .expect("mod revision");
+    ok(&endpoints, &["put", "a", "3"]);
+    ok(&endpoints, &["put", "b", "2"]);
+    let file = target.dir.0.join("backup.db");
+    let saved = ok(
+        &source.endpoint(0),
+        &["snapshot", "save", file.to_str().expect("UTF-8 path")],
+    );
+    assert!(saved.contains("Snapshot saved at"), "{saved}");
+    drop(source);
+
+    // A damaged backup is refused and leaves nothing behind.
+    let mut bytes = std::fs::read(&file).expect("backup file");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    let damaged = target.dir.0.join("damaged.db");
+    std::fs::write(&damaged, &bytes).expect("write damaged copy");
+    let refused = restore(&target, 0, &damaged);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is damaged"),
+        "{refused:?}"
+    );
+    assert!(
+        !target.nodes[0].data_dir.exists(),
+        "nothing is left of a refused restore"
+    );
+    // Every member of the new cluster from the same file.
+    for at in 0..3 {
+        let restored = restore(&target, at, &file);
+        assert!(restored.status.success(), "{restored:?}");
+    }
+    let again = restore(&target, 0, &file);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("not empty"),
+        "{again:?}"
+    );
+    for at in 0..3 {
+        target.launch(at);
+    }
+    target.wait_for_leader();
+    let endpoints = target.endpoints();
+    assert_eq!(ok(&endpoints, &["get", "a", "--print-value-only"]).trim(), "3");
+    assert_eq!(ok(&endpoints, &["get", "b", "--print-value-only"]).trim(), "2");
+    assert_eq!(
+        ok(&endpoints, &["get", "a", "--rev", &first, "--print-value-only"]).trim(),
+        "1",
+        "history is kept"
+    );
+    let members = ok(&endpoints, &["member", "list"]);
+    assert_eq!(members.lines().count(), 3, "{members}");
+    assert!(
+        members.contains(&target.peer_url(2)),
+        "the new cluster's members: {members}"
+    );
+    ok(&endpoints, &["put", "c", "4"]);
+}

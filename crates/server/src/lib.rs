@@ -3,6 +3,7 @@
 //! (`raftwerk-kv`), the peer transport, and etcd's v3 gRPC API.
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod config;
 pub mod convert;
 pub mod errors;

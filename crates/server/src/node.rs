@@ -269,6 +269,14 @@ impl NodeHandle {
         Ok(reader.hash_kv(revision)?)
     }
 
+    /// A consistent view of the whole key space to stream as a backup.
+    ///
+    /// # Errors
+    /// A storage failure.
+    pub fn snapshot_source(&self) -> Result<raftwerk_kv::SnapshotSource, ServerError> {
+        Ok(self.kv.read().expect("key space lock poisoned").snapshot_source()?)
+    }
+
     /// Whether `id` was removed from the cluster.
     pub fn is_removed(&self, id: NodeId) -> bool {
         self.removed.read().expect("removed set lock poisoned").contains(&id)

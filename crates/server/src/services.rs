@@ -228,10 +228,6 @@ fn check_txn_ops(txn: &raftwerk_kv::TxnRequest) -> Result<(), Status> {
     Ok(())
 }
 
-fn unimplemented(what: &str) -> Status {
-    Status::unimplemented(format!("raftwerk: {what} is not implemented yet"))
-}
-
 fn unexpected(response: CommandResponse) -> Status {
     Status::internal(format!("unexpected response {response:?}"))
 }
@@ -624,10 +620,30 @@ impl maintenance_server::Maintenance for Services {
         }))
     }
 
-    type SnapshotStream = tonic::codegen::tokio_stream::Empty<Result<pb::SnapshotResponse, Status>>;
+    type SnapshotStream = ChunkStream;
 
     async fn snapshot(&self, _request: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(unimplemented("Snapshot"))
+        let mut writer = crate::backup::BackupWriter::new(self.node.snapshot_source()?);
+        let header = self.header(self.node.status().await?.revision);
+        let (chunks, receiver) = tokio::sync::mpsc::channel(2);
+        // Reading the key space blocks: off the async workers. The stream
+        // ends early if the client goes away.
+        tokio::task::spawn_blocking(move || loop {
+            let message = match writer.next_chunk() {
+                Ok(Some(blob)) => Ok(pb::SnapshotResponse {
+                    header: Some(header.clone()),
+                    remaining_bytes: 0,
+                    blob,
+                }),
+                Ok(None) => return,
+                Err(error) => Err(Status::from(ServerError::from(error))),
+            };
+            let failed = message.is_err();
+            if chunks.blocking_send(message).is_err() || failed {
+                return;
+            }
+        });
+        Ok(Response::new(ChunkStream(receiver)))
     }
 
     async fn move_leader(
@@ -734,5 +750,19 @@ impl cluster_server::Cluster for Services {
             |mut client| async move { client.member_promote(request).await },
         )
         .await
+    }
+}
+
+/// The chunks of a backup as a gRPC response stream.
+pub struct ChunkStream(tokio::sync::mpsc::Receiver<Result<pb::SnapshotResponse, Status>>);
+
+impl tonic::codegen::tokio_stream::Stream for ChunkStream {
+    type Item = Result<pb::SnapshotResponse, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(context)
     }
 }

@@ -47,7 +47,7 @@ pub struct Cluster {
     pub initial_cluster: String,
     pub token: String,
     pub flags: Vec<String>,
-    _dir: TempDir,
+    pub dir: TempDir,
 }
 
 impl Drop for Cluster {
@@ -63,6 +63,16 @@ impl Drop for Cluster {
 
 impl Cluster {
     pub fn start(size: usize, test: &str, flags: &[&str]) -> Cluster {
+        let mut cluster = Cluster::prepare(size, test, flags);
+        for at in 0..size {
+            cluster.launch(at);
+        }
+        cluster.wait_for_leader();
+        cluster
+    }
+
+    /// A cluster's ports, folders and flags, with no process started.
+    pub fn prepare(size: usize, test: &str, flags: &[&str]) -> Cluster {
         let dir = std::env::temp_dir().join(format!("raftwerk-it-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("test directory");
@@ -82,23 +92,18 @@ impl Cluster {
             .map(|node| format!("{}=http://127.0.0.1:{}", node.name, node.peer_port))
             .collect::<Vec<_>>()
             .join(",");
-        let mut cluster = Cluster {
+        Cluster {
             nodes,
             initial_cluster,
             token: format!("it-{test}"),
             flags: flags.iter().map(|flag| flag.to_string()).collect(),
-            _dir: TempDir(dir),
-        };
-        for at in 0..size {
-            cluster.launch(at);
+            dir: TempDir(dir),
         }
-        cluster.wait_for_leader();
-        cluster
     }
 
     /// A new node's slot (not started): free ports, its own folder.
     pub fn add_node(&mut self, name: &str) -> usize {
-        let dir = self._dir.0.clone();
+        let dir = self.dir.0.clone();
         self.nodes.push(Node {
             name: name.to_string(),
             client_port: free_port(),
