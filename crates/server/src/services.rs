@@ -631,7 +631,7 @@ impl maintenance_server::Maintenance for Services {
         tokio::task::spawn_blocking(move || loop {
             let message = match writer.next_chunk() {
                 Ok(Some(blob)) => Ok(pb::SnapshotResponse {
-                    header: Some(header.clone()),
+                    header: Some(header),
                     remaining_bytes: 0,
                     blob,
                 }),
