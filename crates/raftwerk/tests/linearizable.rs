@@ -295,32 +295,6 @@ fn puts_and_gets_stay_linearizable_while_members_crash_restart_and_pause() {
     }
 }
 
-/// `etcdctl member add` (retried while the cluster settles); returns the
-/// new member's id and the `ETCD_INITIAL_CLUSTER` it printed.
-fn member_add(endpoints: &str, name: &str, peer_url: &str, learner: bool) -> (String, String) {
-    let mut args = vec!["member", "add", name, "--peer-urls", peer_url];
-    if learner {
-        args.push("--learner");
-    }
-    let out = common::ok(endpoints, &args);
-    let id = out.split_whitespace().nth(1).expect("'Member <id> added'").to_string();
-    let initial_cluster = out
-        .lines()
-        .find_map(|line| line.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
-        .map(|value| value.trim_end_matches('"').to_string())
-        .expect("ETCD_INITIAL_CLUSTER printed");
-    (id, initial_cluster)
-}
-
-fn member_id(endpoints: &str, name: &str) -> String {
-    common::ok(endpoints, &["member", "list"])
-        .lines()
-        .find(|line| line.split(", ").nth(2) == Some(name))
-        .and_then(|line| line.split(", ").next())
-        .unwrap_or_else(|| panic!("{name} not listed"))
-        .to_string()
-}
-
 #[test]
 fn puts_and_gets_stay_linearizable_while_members_are_added_promoted_and_removed() {
     let mut cluster = Cluster::start(3, "linearizable-members", FLAGS);
@@ -333,18 +307,18 @@ fn puts_and_gets_stay_linearizable_while_members_are_added_promoted_and_removed(
     let all = |cluster: &Cluster| cluster.endpoints();
     std::thread::sleep(Duration::from_millis(800));
     // A voter joins (as a learner, promoted once caught up).
-    let (_, initial) = member_add(&all(&cluster), "n4", &cluster.peer_url(n4), false);
+    let (_, initial) = common::member_add(&all(&cluster), "n4", &cluster.peer_url(n4), false);
     cluster.nodes[n4].joins_with = Some(initial);
     cluster.launch(n4);
     steps.push("add n4");
     std::thread::sleep(Duration::from_millis(2500));
     // A bootstrap member leaves (it may be the leader).
-    let n1 = member_id(&all(&cluster), "n1");
+    let n1 = common::member_id_of(&all(&cluster), "n1");
     common::ok(&cluster.endpoint(1), &["member", "remove", &n1]);
     steps.push("remove n1");
     std::thread::sleep(Duration::from_millis(1500));
     // A learner joins and is promoted by request.
-    let (n5_id, initial) = member_add(&cluster.endpoint(1), "n5", &cluster.peer_url(n5), true);
+    let (n5_id, initial) = common::member_add(&cluster.endpoint(1), "n5", &cluster.peer_url(n5), true);
     cluster.nodes[n5].joins_with = Some(initial);
     cluster.launch(n5);
     steps.push("add learner n5");

@@ -9,77 +9,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{etcdctl, ok, Cluster, WAIT_MAX};
+use common::*;
 
 /// Small snapshots so a new member is caught up by one.
 const FLAGS: &[&str] = &["--snapshot-count", "40", "--experimental-snapshot-catchup-entries", "5"];
-
-/// One member's line of `etcdctl member list`: id, status, name, peer
-/// URLs, client URLs, is-learner.
-fn member_lines(endpoints: &str) -> Vec<Vec<String>> {
-    ok(endpoints, &["member", "list"])
-        .lines()
-        .map(|line| line.split(", ").map(str::to_string).collect())
-        .collect()
-}
-
-fn line_of(lines: &[Vec<String>], peer_url: &str) -> Option<Vec<String>> {
-    lines.iter().find(|line| line[3] == peer_url).cloned()
-}
-
-/// Waits until `check` holds for the member list, failing with the last
-/// list seen.
-fn wait_for_members(endpoints: &str, what: &str, check: impl Fn(&[Vec<String>]) -> bool) {
-    let started = Instant::now();
-    loop {
-        let lines = member_lines(endpoints);
-        if check(&lines) {
-            return;
-        }
-        assert!(started.elapsed() < WAIT_MAX, "{what}: member list stayed {lines:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// `etcdctl member add`; returns the new member's id and the
-/// `ETCD_INITIAL_CLUSTER` it printed.
-fn member_add(endpoints: &str, name: &str, peer_url: &str, learner: bool) -> (String, String) {
-    let mut args = vec!["member", "add", name, "--peer-urls", peer_url];
-    if learner {
-        args.push("--learner");
-    }
-    let out = etcdctl(endpoints, &args);
-    assert!(out.ok, "member add: {}", out.stderr);
-    let id = out
-        .stdout
-        .split_whitespace()
-        .nth(1)
-        .expect("'Member <id> added'")
-        .to_string();
-    let printed = |field: &str| {
-        out.stdout
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("{field}=\"")))
-            .map(|value| value.trim_end_matches('"').to_string())
-            .unwrap_or_else(|| panic!("{field} missing from {}", out.stdout))
-    };
-    assert_eq!(printed("ETCD_INITIAL_CLUSTER_STATE"), "existing");
-    assert_eq!(printed("ETCD_NAME"), name);
-    (id, printed("ETCD_INITIAL_CLUSTER"))
-}
-
-fn wait_exit(cluster: &mut Cluster, at: usize) -> Option<i32> {
-    let started = Instant::now();
-    let child = cluster.nodes[at].child.as_mut().expect("running");
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            cluster.nodes[at].child = None;
-            return status.code();
-        }
-        assert!(started.elapsed() < WAIT_MAX, "node {at} did not stop");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn an_added_member_joins_catches_up_becomes_a_voter_and_a_removed_one_stops() {

@@ -6,68 +6,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-
-/// `etcdctl member add`; returns the new member's id and the
-/// `ETCD_INITIAL_CLUSTER` it printed.
-fn member_add(endpoints: &str, name: &str, peer_url: &str, learner: bool) -> (String, String) {
-    let mut args = vec!["member", "add", name, "--peer-urls", peer_url];
-    if learner {
-        args.push("--learner");
-    }
-    let out = etcdctl(endpoints, &args);
-    assert!(out.ok, "member add: {}", out.stderr);
-    let id = out
-        .stdout
-        .split_whitespace()
-        .nth(1)
-        .expect("'Member <id> added'")
-        .to_string();
-    let initial_cluster = out
-        .stdout
-        .lines()
-        .find_map(|line| line.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
-        .map(|value| value.trim_end_matches('"').to_string())
-        .expect("ETCD_INITIAL_CLUSTER printed");
-    (id, initial_cluster)
-}
-
-/// Waits (bounded) for the node to exit; `None` if it still runs at the
-/// deadline.
-fn exit_within(cluster: &mut Cluster, at: usize, within: Duration) -> Option<Option<i32>> {
-    let started = Instant::now();
-    loop {
-        let child = cluster.nodes[at].child.as_mut().expect("running");
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            cluster.nodes[at].child = None;
-            return Some(status.code());
-        }
-        if started.elapsed() >= within {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Whether `get key` served locally (serializable) at node `at` returns
-/// `value` within `within`.
-fn sees(cluster: &mut Cluster, at: usize, key: &str, value: &str, within: Duration) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < within {
-        cluster.check_alive(at);
-        let out = etcdctl(
-            &cluster.endpoint(at),
-            &["get", key, "--consistency=s", "--print-value-only"],
-        );
-        if out.ok && out.stdout.trim() == value {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
-}
 
 /// BUG (membership, etcd semantics): a removed *learner* never learns that
 /// it was removed and keeps running. The leader's configuration drops the

@@ -101,6 +101,7 @@ impl Services {
     async fn membership_rpc<Resp, Fut>(
         &self,
         request: MembershipRequest,
+        route: Route,
         respond: impl FnOnce(Vec<raftwerk_kv::Member>, pb::ResponseHeader) -> Resp,
         forward: impl FnOnce(raftwerkpb::peer_client::PeerClient<Channel>) -> Fut,
     ) -> Result<Response<Resp>, Status>
@@ -110,7 +111,7 @@ impl Services {
     {
         match self.node.change_membership(request).await {
             Ok(members) => Ok(Response::new(respond(members, self.header(0)))),
-            Err(ServerError::NotLeader { leader }) => {
+            Err(ServerError::NotLeader { leader }) if route == Route::MayForward => {
                 let client = self.leader_client(leader).await?;
                 let result = tokio::time::timeout(self.node.request_timeout(), forward(client))
                     .await
@@ -414,74 +415,34 @@ impl peer_server::Peer for Services {
         }
     }
 
+    // Membership requests forwarded by a follower: served here or
+    // refused, never forwarded again.
     async fn member_add(
         &self,
         request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        // Forwarded requests are served here or refused: never forwarded
-        // again.
-        let request = request.into_inner();
-        let peer_urls = request.peer_ur_ls.clone();
-        let members = self
-            .node
-            .change_membership(MembershipRequest::Add {
-                peer_urls: request.peer_ur_ls,
-                learner: request.is_learner,
-            })
-            .await?;
-        Ok(Response::new(pb::MemberAddResponse {
-            header: Some(self.header(0)),
-            member: members
-                .iter()
-                .find(|member| member.peer_urls == peer_urls)
-                .map(|member| pb::Member {
-                    is_learner: request.is_learner,
-                    ..self.member_pb(member)
-                }),
-            members: self.members_pb(&members),
-        }))
+        self.member_add_at(request.into_inner(), Route::HereOnly).await
     }
 
     async fn member_remove(
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        let id = request.into_inner().id;
-        let members = self.node.change_membership(MembershipRequest::Remove { id }).await?;
-        Ok(Response::new(pb::MemberRemoveResponse {
-            header: Some(self.header(0)),
-            members: self.members_pb(&members),
-        }))
+        self.member_remove_at(request.into_inner(), Route::HereOnly).await
     }
 
     async fn member_update(
         &self,
         request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        let request = request.into_inner();
-        let members = self
-            .node
-            .change_membership(MembershipRequest::Update {
-                id: request.id,
-                peer_urls: request.peer_ur_ls,
-            })
-            .await?;
-        Ok(Response::new(pb::MemberUpdateResponse {
-            header: Some(self.header(0)),
-            members: self.members_pb(&members),
-        }))
+        self.member_update_at(request.into_inner(), Route::HereOnly).await
     }
 
     async fn member_promote(
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        let id = request.into_inner().id;
-        let members = self.node.change_membership(MembershipRequest::Promote { id }).await?;
-        Ok(Response::new(pb::MemberPromoteResponse {
-            header: Some(self.header(0)),
-            members: self.members_pb(&members),
-        }))
+        self.member_promote_at(request.into_inner(), Route::HereOnly).await
     }
 
     async fn join(
@@ -657,14 +618,20 @@ impl maintenance_server::Maintenance for Services {
     }
 }
 
-#[tonic::async_trait]
-impl cluster_server::Cluster for Services {
-    async fn member_add(
+/// Where a membership request may run: a client's is forwarded to the
+/// leader when this node does not lead; a forwarded one never again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    MayForward,
+    HereOnly,
+}
+
+impl Services {
+    async fn member_add_at(
         &self,
-        request: Request<pb::MemberAddRequest>,
+        request: pb::MemberAddRequest,
+        route: Route,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        let request = request.into_inner();
-        self.check_size(&request)?;
         let peer_urls = request.peer_ur_ls.clone();
         let learner = request.is_learner;
         self.membership_rpc(
@@ -672,6 +639,7 @@ impl cluster_server::Cluster for Services {
                 peer_urls: request.peer_ur_ls.clone(),
                 learner,
             },
+            route,
             |members, header| pb::MemberAddResponse {
                 header: Some(header),
                 member: members
@@ -689,13 +657,14 @@ impl cluster_server::Cluster for Services {
         .await
     }
 
-    async fn member_remove(
+    async fn member_remove_at(
         &self,
-        request: Request<pb::MemberRemoveRequest>,
+        request: pb::MemberRemoveRequest,
+        route: Route,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        let request = request.into_inner();
         self.membership_rpc(
             MembershipRequest::Remove { id: request.id },
+            route,
             |members, header| pb::MemberRemoveResponse {
                 header: Some(header),
                 members: self.members_pb(&members),
@@ -705,17 +674,17 @@ impl cluster_server::Cluster for Services {
         .await
     }
 
-    async fn member_update(
+    async fn member_update_at(
         &self,
-        request: Request<pb::MemberUpdateRequest>,
+        request: pb::MemberUpdateRequest,
+        route: Route,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        let request = request.into_inner();
-        self.check_size(&request)?;
         self.membership_rpc(
             MembershipRequest::Update {
                 id: request.id,
                 peer_urls: request.peer_ur_ls.clone(),
             },
+            route,
             |members, header| pb::MemberUpdateResponse {
                 header: Some(header),
                 members: self.members_pb(&members),
@@ -723,6 +692,51 @@ impl cluster_server::Cluster for Services {
             |mut client| async move { client.member_update(request).await },
         )
         .await
+    }
+
+    async fn member_promote_at(
+        &self,
+        request: pb::MemberPromoteRequest,
+        route: Route,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        self.membership_rpc(
+            MembershipRequest::Promote { id: request.id },
+            route,
+            |members, header| pb::MemberPromoteResponse {
+                header: Some(header),
+                members: self.members_pb(&members),
+            },
+            |mut client| async move { client.member_promote(request).await },
+        )
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl cluster_server::Cluster for Services {
+    async fn member_add(
+        &self,
+        request: Request<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        let request = request.into_inner();
+        self.check_size(&request)?;
+        self.member_add_at(request, Route::MayForward).await
+    }
+
+    async fn member_remove(
+        &self,
+        request: Request<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        self.member_remove_at(request.into_inner(), Route::MayForward).await
+    }
+
+    async fn member_update(
+        &self,
+        request: Request<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        let request = request.into_inner();
+        self.check_size(&request)?;
+        self.member_update_at(request, Route::MayForward).await
     }
 
     async fn member_list(
@@ -740,16 +754,7 @@ impl cluster_server::Cluster for Services {
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        let request = request.into_inner();
-        self.membership_rpc(
-            MembershipRequest::Promote { id: request.id },
-            |members, header| pb::MemberPromoteResponse {
-                header: Some(header),
-                members: self.members_pb(&members),
-            },
-            |mut client| async move { client.member_promote(request).await },
-        )
-        .await
+        self.member_promote_at(request.into_inner(), Route::MayForward).await
     }
 }
 

@@ -287,3 +287,101 @@ pub fn etcdctl_with_input(endpoints: &str, args: &[&str], input: &str) -> Output
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
+
+/// One member's line of `etcdctl member list`: id, status, name, peer
+/// URLs, client URLs, is-learner.
+pub fn member_lines(endpoints: &str) -> Vec<Vec<String>> {
+    ok(endpoints, &["member", "list"])
+        .lines()
+        .map(|line| line.split(", ").map(str::to_string).collect())
+        .collect()
+}
+
+/// The member-list line of the member with `peer_url`.
+pub fn line_of(lines: &[Vec<String>], peer_url: &str) -> Option<Vec<String>> {
+    lines.iter().find(|line| line[3] == peer_url).cloned()
+}
+
+/// The id of the member called `name`.
+pub fn member_id_of(endpoints: &str, name: &str) -> String {
+    member_lines(endpoints)
+        .into_iter()
+        .find(|line| line[2] == name)
+        .unwrap_or_else(|| panic!("{name} not listed"))[0]
+        .clone()
+}
+
+/// Waits until `check` holds for the member list, failing with the last
+/// list seen.
+pub fn wait_for_members(endpoints: &str, what: &str, check: impl Fn(&[Vec<String>]) -> bool) {
+    let started = Instant::now();
+    loop {
+        let lines = member_lines(endpoints);
+        if check(&lines) {
+            return;
+        }
+        assert!(started.elapsed() < WAIT_MAX, "{what}: member list stayed {lines:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `etcdctl member add` (retried while the cluster settles); returns the
+/// new member's id and the `ETCD_INITIAL_CLUSTER` it printed, after
+/// checking the other lines etcd prints.
+pub fn member_add(endpoints: &str, name: &str, peer_url: &str, learner: bool) -> (String, String) {
+    let mut args = vec!["member", "add", name, "--peer-urls", peer_url];
+    if learner {
+        args.push("--learner");
+    }
+    let out = ok(endpoints, &args);
+    let id = out.split_whitespace().nth(1).expect("'Member <id> added'").to_string();
+    let printed = |field: &str| {
+        out.lines()
+            .find_map(|line| line.strip_prefix(&format!("{field}=\"")))
+            .map(|value| value.trim_end_matches('"').to_string())
+            .unwrap_or_else(|| panic!("{field} missing from {out}"))
+    };
+    assert_eq!(printed("ETCD_INITIAL_CLUSTER_STATE"), "existing");
+    assert_eq!(printed("ETCD_NAME"), name);
+    (id, printed("ETCD_INITIAL_CLUSTER"))
+}
+
+/// Waits (bounded by `within`) for node `at` to exit; `None` if it still
+/// runs then.
+pub fn exit_within(cluster: &mut Cluster, at: usize, within: Duration) -> Option<Option<i32>> {
+    let started = Instant::now();
+    loop {
+        let child = cluster.nodes[at].child.as_mut().expect("running");
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            cluster.nodes[at].child = None;
+            return Some(status.code());
+        }
+        if started.elapsed() >= within {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits for node `at` to exit; its exit code.
+pub fn wait_exit(cluster: &mut Cluster, at: usize) -> Option<i32> {
+    exit_within(cluster, at, WAIT_MAX).unwrap_or_else(|| panic!("node {at} did not stop"))
+}
+
+/// Whether `get key` served locally (serializable) at node `at` returns
+/// `value` within `within`.
+pub fn sees(cluster: &mut Cluster, at: usize, key: &str, value: &str, within: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        cluster.check_alive(at);
+        let out = etcdctl(
+            &cluster.endpoint(at),
+            &["get", key, "--consistency=s", "--print-value-only"],
+        );
+        if out.ok && out.stdout.trim() == value {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
