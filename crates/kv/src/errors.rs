@@ -25,6 +25,9 @@ pub enum KvError {
     MemberNotFound,
     #[error("etcdserver: invalid member: {0}")]
     InvalidMember(&'static str),
+    /// Defragment needs the key space to itself.
+    #[error("etcdserver: defragment: reads in progress (a backup or a long range); retry")]
+    ReadsInProgress,
     #[error("undecodable command: {0}")]
     BadCommand(&'static str),
     #[error("state machine storage failed: {0}")]

@@ -34,8 +34,13 @@ const MEMBERS: TableDefinition<u64, &[u8]> = TableDefinition::new("members");
 const META_APPLIED: &str = "applied_index";
 const META_REVISION: &str = "revision";
 const META_COMPACT: &str = "compact_revision";
-/// Version 2 added the member list after the header.
-const SNAPSHOT_MAGIC: &[u8; 8] = b"RWKVSNP2";
+/// Version 2 added the member list after the header; version 3 ends the
+/// rows with `END_OF_ROWS` and their count, so a cut snapshot is refused.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"RWKVSNP3";
+const END_OF_ROWS: u32 = u32::MAX;
+/// Longest row key or value a snapshot may carry (a damaged length must
+/// not become a huge allocation).
+const ROW_PART_BYTES_MAX: usize = 256 << 20;
 
 const TOMBSTONE: u8 = 1;
 /// redb's page cache: what the key space keeps in memory, whatever its size
@@ -185,6 +190,27 @@ impl KvReader {
         range_at(&table, request, self.revision, self.compact_revision, self.revision)
     }
 
+    /// See `KvStore::hash_all`.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub fn hash_all(&self) -> Result<u32, KvError> {
+        let txn = &self.txn;
+        let mut hash = crc32c::crc32c(&self.revision.to_le_bytes());
+        hash = crc32c::crc32c_append(hash, &self.compact_revision.to_le_bytes());
+        for row in txn.open_table(REVISIONS)?.range(..)? {
+            let (key, value) = row?;
+            hash = crc32c::crc32c_append(hash, key.value());
+            hash = crc32c::crc32c_append(hash, value.value());
+        }
+        for row in txn.open_table(MEMBERS)?.range(..)? {
+            let (id, value) = row?;
+            hash = crc32c::crc32c_append(hash, &id.value().to_le_bytes());
+            hash = crc32c::crc32c_append(hash, value.value());
+        }
+        Ok(hash)
+    }
+
     /// See `KvStore::hash_kv`.
     ///
     /// # Errors
@@ -222,6 +248,7 @@ pub struct SnapshotSource {
     /// The header and member list, until written.
     head: Option<Vec<u8>>,
     rows: redb::OwnedRange<&'static [u8], &'static [u8]>,
+    rows_written: u64,
     written: u64,
 }
 
@@ -239,8 +266,12 @@ impl SnapshotSource {
         }
         while self.written - start < budget {
             let Some(row) = self.rows.next() else {
+                out.write_all(&END_OF_ROWS.to_le_bytes())?;
+                out.write_all(&self.rows_written.to_le_bytes())?;
+                self.written += 12;
                 return Ok(true);
             };
+            self.rows_written += 1;
             let (key, value) = row?;
             let (key, value) = (key.value(), value.value());
             out.write_all(&(key.len() as u32).to_le_bytes())?;
@@ -724,29 +755,17 @@ impl KvStore {
     /// # Errors
     /// Storage failures.
     pub fn hash_all(&self) -> Result<u32, KvError> {
-        let txn = self.db.begin_read()?;
-        let mut hash = crc32c::crc32c(&self.revision.to_le_bytes());
-        hash = crc32c::crc32c_append(hash, &self.compact_revision.to_le_bytes());
-        for row in txn.open_table(REVISIONS)?.range(..)? {
-            let (key, value) = row?;
-            hash = crc32c::crc32c_append(hash, key.value());
-            hash = crc32c::crc32c_append(hash, value.value());
-        }
-        for row in txn.open_table(MEMBERS)?.range(..)? {
-            let (id, value) = row?;
-            hash = crc32c::crc32c_append(hash, &id.value().to_le_bytes());
-            hash = crc32c::crc32c_append(hash, value.value());
-        }
-        Ok(hash)
+        self.reader()?.hash_all()
     }
 
     /// Turns a store restored from a backup into the first state of a new
-    /// cluster: nothing applied from its (empty) log yet, and `members` as
-    /// its member list; the data and revisions stay. Durable on return.
+    /// cluster: applied through `applied_index` (the snapshot the new log
+    /// starts from), with `members` as its member list; the data and
+    /// revisions stay. Durable on return.
     ///
     /// # Errors
     /// A member record that cannot be stored, or a storage failure.
-    pub fn reset_for_new_cluster(&mut self, members: &[Member]) -> Result<(), KvError> {
+    pub fn reset_for_new_cluster(&mut self, members: &[Member], applied_index: u64) -> Result<(), KvError> {
         let txn = self.db.begin_write()?;
         {
             txn.delete_table(MEMBERS)?;
@@ -756,7 +775,7 @@ impl KvStore {
                 table.insert(member.id, member.encode().as_slice())?;
             }
         }
-        self.commit_meta(txn, 0, self.revision, self.compact_revision)
+        self.commit_meta(txn, applied_index, self.revision, self.compact_revision)
     }
 
     /// Makes everything durable and compacts the database file, giving
@@ -769,7 +788,10 @@ impl KvStore {
         self.persist()?;
         self.db
             .compact(redb::CompactionMode::Balanced)
-            .map_err(|error| KvError::Storage(format!("defragment: {error}")))?;
+            .map_err(|error| match error {
+                redb::CompactionError::TransactionInProgress => KvError::ReadsInProgress,
+                error => KvError::Storage(format!("defragment: {error}")),
+            })?;
         Ok(())
     }
 
@@ -797,6 +819,7 @@ impl KvStore {
         Ok(SnapshotSource {
             head: Some(head),
             rows,
+            rows_written: 0,
             written: 0,
         })
     }
@@ -842,19 +865,36 @@ impl KvStore {
             drop(member_table);
             txn.delete_table(REVISIONS)?;
             let mut table = txn.open_table(REVISIONS)?;
-            loop {
-                match input.read_exact(&mut length) {
-                    Ok(()) => {}
-                    Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => break,
-                    Err(error) => return Err(error.into()),
+            let mut rows = 0u64;
+            let part = |input: &mut dyn Read, length: [u8; 4]| -> Result<Vec<u8>, KvError> {
+                let length = u32::from_le_bytes(length) as usize;
+                if length > ROW_PART_BYTES_MAX {
+                    return Err(KvError::BadCommand("damaged row length in snapshot"));
                 }
-                let mut key = vec![0; u32::from_le_bytes(length) as usize];
-                input.read_exact(&mut key).map_err(damaged)?;
+                let mut bytes = vec![0; length];
+                input.read_exact(&mut bytes).map_err(damaged)?;
+                Ok(bytes)
+            };
+            loop {
                 input.read_exact(&mut length).map_err(damaged)?;
-                let mut value = vec![0; u32::from_le_bytes(length) as usize];
-                input.read_exact(&mut value).map_err(damaged)?;
+                if u32::from_le_bytes(length) == END_OF_ROWS {
+                    let mut count = [0u8; 8];
+                    input.read_exact(&mut count).map_err(damaged)?;
+                    if u64::from_le_bytes(count) != rows {
+                        return Err(KvError::BadCommand("snapshot row count does not match its rows"));
+                    }
+                    let mut beyond = [0u8; 1];
+                    if input.read(&mut beyond)? != 0 {
+                        return Err(KvError::BadCommand("bytes after the end of the snapshot"));
+                    }
+                    break;
+                }
+                let key = part(input, length)?;
+                input.read_exact(&mut length).map_err(damaged)?;
+                let value = part(input, length)?;
                 decode_row(&key, &value).map_err(|_| KvError::BadCommand("damaged row in snapshot"))?;
                 table.insert(key.as_slice(), value.as_slice())?;
+                rows += 1;
             }
         }
         self.commit_meta(txn, applied_index, revision, compact_revision)

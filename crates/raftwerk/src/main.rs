@@ -207,7 +207,13 @@ fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(code) => return code,
             };
-            return match raftwerk_server::backup::restore(&config, file) {
+            if let Err(error) = config.validate() {
+                return usage_error(&error.to_string());
+            }
+            // A member its reachable peers know as started is not restored
+            // into their cluster (it would come back with an empty log).
+            let checked = runtime.block_on(raftwerk_server::join::check_not_bootstrapped(&config));
+            return match checked.and_then(|()| raftwerk_server::backup::restore(&config, file)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("raftwerk snapshot restore: {error}");

@@ -10,8 +10,14 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use raftwerk_kv::{KvStore, SnapshotSource};
+use raftwerk_raft::{Configuration, HardState, LogStore, SnapshotMeta};
+use raftwerk_wal::{RealFs, Wal, WalOptions};
 
 use crate::config::ServerConfig;
+use crate::snapshot_io::SnapshotWriter;
+
+/// The log index of the snapshot a restored cluster's log starts from.
+const RESTORED_INDEX: u64 = 1;
 
 /// Ends every backup file, in a 32-byte trailer: this marker, the length
 /// of the key-space data (u64) and its CRC-32C (u32), little-endian, then
@@ -145,9 +151,33 @@ pub fn restore(config: &ServerConfig, file: &Path) -> Result<(), String> {
         let input = std::fs::File::open(file).map_err(|error| format!("cannot read {}: {error}", file.display()))?;
         kv.restore_snapshot(&mut input.take(data_length))
             .map_err(|error| format!("{}: {error}", file.display()))?;
-        kv.reset_for_new_cluster(&identity.bootstrap)
+        kv.reset_for_new_cluster(&identity.bootstrap, RESTORED_INDEX)
             .map_err(|error| error.to_string())?;
         let revision = kv.revision();
+        // The new log starts from a snapshot of the restored key space at
+        // (RESTORED_INDEX, term 1), the same on every restored member: a
+        // member added later is caught up from it.
+        let mut wal = Wal::open(RealFs, dir, WalOptions::default()).map_err(|error| error.to_string())?;
+        let mut writer = SnapshotWriter::new(&mut wal, RESTORED_INDEX, 1, 0);
+        kv.write_snapshot(&mut writer).map_err(|error| error.to_string())?;
+        writer.finish().map_err(|error| error.to_string())?;
+        let voters = identity.bootstrap.iter().map(|member| member.id).collect();
+        let meta = SnapshotMeta {
+            index: RESTORED_INDEX,
+            term: 1,
+            configuration: Configuration::new(voters, Vec::new()),
+        };
+        wal.install_snapshot(&meta)
+            .and_then(|()| {
+                wal.save_hard_state(HardState {
+                    term: 1,
+                    vote: 0,
+                    commit: RESTORED_INDEX,
+                })
+            })
+            .and_then(|()| wal.sync())
+            .map_err(|error| error.to_string())?;
+        drop(wal);
         drop(kv);
         identity.store(dir)?;
         Ok(revision)

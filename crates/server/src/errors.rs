@@ -61,6 +61,7 @@ impl From<ServerError> for Status {
             ) => Code::InvalidArgument,
             ServerError::Kv(KvError::LeaseNotFound | KvError::MemberNotFound) => Code::NotFound,
             ServerError::Kv(KvError::InvalidMember(_)) => Code::InvalidArgument,
+            ServerError::Kv(KvError::ReadsInProgress) => Code::Unavailable,
             ServerError::BadPeerUrls(_) => Code::InvalidArgument,
             ServerError::PeerUrlsExist
             | ServerError::NotLearner

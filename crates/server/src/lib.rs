@@ -105,7 +105,12 @@ async fn publish_when_needed(services: Services) {
             return;
         }
         match services.publish().await {
-            Ok(()) => tracing::info!(name = %own.name, "published this member's name and client URLs"),
+            Ok(()) => {
+                tracing::info!(name = %own.name, "published this member's name and client URLs");
+                // Applied here once this member has caught up; until then
+                // ask again only now and then.
+                tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+            }
             Err(status) => tracing::debug!(error = %status.message(), "publishing this member failed; will retry"),
         }
     }

@@ -220,7 +220,17 @@ impl NodeHandle {
     /// # Errors
     /// A storage failure, or a timeout.
     pub async fn defragment(&self) -> Result<(), ServerError> {
-        self.ask(|reply| Input::Defragment { reply }).await?
+        // redb compacts only with no read in progress: wait (bounded) for
+        // backups and long ranges to end, trying again now and then.
+        let started = tokio::time::Instant::now();
+        loop {
+            match self.ask(|reply| Input::Defragment { reply }).await? {
+                Err(ServerError::Kv(KvError::ReadsInProgress)) if started.elapsed() < DEFRAGMENT_WAIT_MAX => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// The checksum of this member's whole key space (`KvStore::hash_all`)
@@ -229,8 +239,11 @@ impl NodeHandle {
     /// # Errors
     /// A storage failure.
     pub fn hash_all(&self) -> Result<(u32, i64), ServerError> {
-        let kv = self.kv.read().expect("key space lock poisoned");
-        Ok((kv.hash_all()?, kv.revision()))
+        let (reader, revision) = {
+            let kv = self.kv.read().expect("key space lock poisoned");
+            (kv.reader()?, kv.revision())
+        };
+        Ok((reader.hash_all()?, revision))
     }
 
     /// # Errors
@@ -1029,6 +1042,10 @@ impl Node {
         Ok(true)
     }
 }
+
+/// How long Defragment waits for reads in progress (a backup being
+/// streamed) to end.
+const DEFRAGMENT_WAIT_MAX: Duration = Duration::from_secs(30);
 
 /// How often the key space is made durable, at most: each time is quick,
 /// as little has piled up since the last (etcd commits its backend every

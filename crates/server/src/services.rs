@@ -587,8 +587,10 @@ impl maintenance_server::Maintenance for Services {
         let mut writer = crate::backup::BackupWriter::new(self.node.snapshot_source()?);
         let header = self.header(self.node.status().await?.revision);
         let (chunks, receiver) = tokio::sync::mpsc::channel(2);
+        let runtime = tokio::runtime::Handle::current();
         // Reading the key space blocks: off the async workers. The stream
-        // ends early if the client goes away.
+        // ends early if the client goes away, or stops reading for
+        // `BACKUP_STALL_MAX` (the backup's read holds up Defragment).
         tokio::task::spawn_blocking(move || loop {
             let message = match writer.next_chunk() {
                 Ok(Some(blob)) => Ok(pb::SnapshotResponse {
@@ -600,7 +602,11 @@ impl maintenance_server::Maintenance for Services {
                 Err(error) => Err(Status::from(ServerError::from(error))),
             };
             let failed = message.is_err();
-            if chunks.blocking_send(message).is_err() || failed {
+            let sent = runtime.block_on(tokio::time::timeout(BACKUP_STALL_MAX, chunks.send(message)));
+            if !matches!(sent, Ok(Ok(()))) || failed {
+                if sent.is_err() {
+                    tracing::warn!("a backup client stopped reading; ending its stream");
+                }
                 return;
             }
         });
@@ -757,6 +763,9 @@ impl cluster_server::Cluster for Services {
         self.member_promote_at(request.into_inner(), Route::MayForward).await
     }
 }
+
+/// How long a backup waits for its client to take the next chunk.
+const BACKUP_STALL_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The chunks of a backup as a gRPC response stream.
 pub struct ChunkStream(tokio::sync::mpsc::Receiver<Result<pb::SnapshotResponse, Status>>);

@@ -9,7 +9,9 @@
 //!   misplaced values);
 //! - a get served at revision `h` that saw the key at `m` must not have
 //!   missed an acknowledged put with a revision in `(m, h]`, nor one that
-//!   ended before the get began (no stale reads, no lost writes).
+//!   ended before the get began (no stale reads, no lost writes) — nor a
+//!   failed put that another get saw at such a revision;
+//! - no two writes share a revision.
 //!
 //! A put that failed or timed out may or may not have been applied (it is
 //! never counted as "not applied", RELIABILITY #12): its value may be read,
@@ -92,42 +94,67 @@ pub fn check(ops: &[Op]) -> Vec<String> {
             Kind::Get => None,
         })
         .collect();
+    // Every put whose revision is known: acknowledged ones, and failed
+    // ones a get saw (at the mod revision it reported).
+    let mut known: HashMap<&str, i64> = HashMap::new();
+    for (value, put) in &puts {
+        if let Outcome::Put { revision } = put.outcome {
+            known.insert(value, revision);
+        }
+    }
+    for op in ops {
+        let Outcome::Get {
+            found: Some((value, mod_revision)),
+            ..
+        } = &op.outcome
+        else {
+            continue;
+        };
+        match puts.get(value.as_str()) {
+            None => violations.push(format!("phantom value: {op:?} read a value no put wrote")),
+            Some(put) if put.key != op.key => {
+                violations.push(format!("wrong key: {op:?} read the value {put:?} wrote"))
+            }
+            Some(put) if put.invoked > op.completed => {
+                violations.push(format!("read from the future: {op:?} read the value of {put:?}"))
+            }
+            Some(_) => match known.get(value.as_str()) {
+                Some(revision) if revision != mod_revision => violations.push(format!(
+                    "misplaced value: {op:?} read it at mod revision {mod_revision}, but it was written at {revision}"
+                )),
+                Some(_) => {}
+                None => {
+                    known.insert(value.as_str(), *mod_revision);
+                }
+            },
+        }
+    }
+    // One write per revision (each put is its own transaction).
+    let mut by_revision: HashMap<i64, &str> = HashMap::new();
+    for (value, revision) in &known {
+        if let Some(other) = by_revision.insert(*revision, value) {
+            violations.push(format!(
+                "two writes at revision {revision}: {other:?} and {value:?} (one of them was lost)"
+            ));
+        }
+    }
+    // Known writes by key.
+    let mut writes: HashMap<&str, Vec<(i64, &Op)>> = HashMap::new();
+    for (value, revision) in &known {
+        let put = puts[value];
+        writes.entry(put.key.as_str()).or_default().push((*revision, put));
+    }
     for op in ops {
         let Outcome::Get { revision, found } = &op.outcome else {
             continue;
         };
-        let seen_at = match found {
-            Some((value, mod_revision)) => {
-                match puts.get(value.as_str()) {
-                    None => violations.push(format!("phantom value: {op:?} read a value no put wrote")),
-                    Some(put) if put.key != op.key => {
-                        violations.push(format!("wrong key: {op:?} read the value {put:?} wrote"))
-                    }
-                    Some(put) if put.invoked > op.completed => {
-                        violations.push(format!("read from the future: {op:?} read the value of {put:?}"))
-                    }
-                    Some(put) => {
-                        if let Outcome::Put { revision: put_revision } = put.outcome {
-                            if put_revision != *mod_revision {
-                                violations.push(format!(
-                                    "misplaced value: {op:?} read it at mod revision {mod_revision}, but {put:?} wrote it at {put_revision}"
-                                ));
-                            }
-                        }
-                    }
-                }
-                *mod_revision
-            }
-            None => 0,
-        };
+        let seen_at = found.as_ref().map_or(0, |(_, mod_revision)| *mod_revision);
         if seen_at > *revision {
             violations.push(format!("{op:?} saw a version newer than the revision it was served at"));
         }
-        for put in ops.iter().filter(|put| put.key == op.key) {
-            let Outcome::Put { revision: put_revision } = put.outcome else {
-                continue;
-            };
-            if put_revision > seen_at && (put_revision <= *revision || put.completed < op.invoked) {
+        for (put_revision, put) in writes.get(op.key.as_str()).into_iter().flatten() {
+            let acknowledged_before = matches!(put.outcome, Outcome::Put { .. }) && put.completed < op.invoked;
+            if *put_revision > seen_at && (*put_revision <= *revision || acknowledged_before) {
                 violations.push(format!(
                     "stale read: {op:?} saw the key at revision {seen_at} but {put:?} (revision {put_revision}) precedes it"
                 ));

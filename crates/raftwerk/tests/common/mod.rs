@@ -12,12 +12,31 @@ use std::time::{Duration, Instant};
 
 pub const WAIT_MAX: Duration = Duration::from_secs(30);
 
+/// Ports the tests give servers: below Linux's ephemeral range
+/// (32768–60999), so the outgoing connections of clients and nodes never
+/// take a port between the moment it is picked and the moment a node binds
+/// it; each test process walks its own stretch of the range, and never hands
+/// out a port twice (a killed node's port is not given to another).
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port that is free now, picked at run time.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free port")
-        .local_addr()
-        .expect("local address")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(PORTS.end - PORTS.start);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(2_654_435_761) % span,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..span {
+        let port = PORTS.start + (NEXT.fetch_add(1, Ordering::SeqCst) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {PORTS:?}");
 }
 
 pub struct Node {
