@@ -1,8 +1,10 @@
 //! Peer transport: one long-lived gRPC stream per peer carrying batches of
-//! encoded messages, reconnecting with backoff. Each peer has a bounded
-//! queue: a slow or unreachable peer never blocks the others nor grows
-//! memory; its messages are dropped and the core retries (RELIABILITY:
-//! bound everything).
+//! encoded messages, and a second one (on its own connection) for snapshot
+//! chunks, so a large transfer never queues ahead of heartbeats and
+//! appends; each reconnects with backoff. Each has a bounded queue: a slow
+//! or unreachable peer never blocks the others nor grows memory; its
+//! messages are dropped and the core retries (RELIABILITY: bound
+//! everything).
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use raftwerk_proto::raftwerkpb::peer_client::PeerClient;
 use raftwerk_proto::raftwerkpb::{IdentifyRequest, MessageBatch};
-use raftwerk_raft::{Message, NodeId};
+use raftwerk_raft::{Message, MessageBody, NodeId};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
@@ -20,6 +22,8 @@ use crate::message_codec;
 
 /// Messages queued per peer; beyond, new ones are dropped.
 const PEER_QUEUE_MAX: usize = 4096;
+/// Snapshot chunks (up to 1 MiB each) queued per peer.
+const SNAPSHOT_QUEUE_MAX: usize = 16;
 /// Messages per batch on the stream.
 const BATCH_MESSAGES_MAX: usize = 256;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -44,7 +48,8 @@ pub struct Transport {
     member_id: NodeId,
     directory: PeerDirectory,
     on_removed: OnRemoved,
-    queues: BTreeMap<NodeId, mpsc::Sender<Message>>,
+    /// Per peer: the message lane and the snapshot lane.
+    queues: BTreeMap<NodeId, (mpsc::Sender<Message>, mpsc::Sender<Message>)>,
 }
 
 impl Transport {
@@ -71,16 +76,19 @@ impl Transport {
             if peer == self.member_id || self.queues.contains_key(&peer) {
                 continue;
             }
-            let (sender, receiver) = mpsc::channel(PEER_QUEUE_MAX);
-            self.queues.insert(peer, sender);
-            tokio::spawn(peer_loop(
-                peer,
-                self.directory.clone(),
-                receiver,
-                self.cluster_id,
-                self.member_id,
-                self.on_removed.clone(),
-            ));
+            let (messages, message_lane) = mpsc::channel(PEER_QUEUE_MAX);
+            let (snapshots, snapshot_lane) = mpsc::channel(SNAPSHOT_QUEUE_MAX);
+            self.queues.insert(peer, (messages, snapshots));
+            for lane in [message_lane, snapshot_lane] {
+                tokio::spawn(peer_loop(
+                    peer,
+                    self.directory.clone(),
+                    lane,
+                    self.cluster_id,
+                    self.member_id,
+                    self.on_removed.clone(),
+                ));
+            }
         }
     }
 
@@ -89,10 +97,16 @@ impl Transport {
         self.queues.remove(&peer);
     }
 
-    /// Queues a message for its peer; dropped if the queue is full.
+    /// Queues a message for its peer (snapshot chunks on their own lane);
+    /// dropped if the queue is full.
     pub fn send(&self, message: Message) {
-        if let Some(queue) = self.queues.get(&message.to) {
-            let _ = queue.try_send(message);
+        if let Some((messages, snapshots)) = self.queues.get(&message.to) {
+            let lane = if matches!(message.body, MessageBody::InstallSnapshot { .. }) {
+                snapshots
+            } else {
+                messages
+            };
+            let _ = lane.try_send(message);
         }
     }
 }
