@@ -308,6 +308,18 @@ fn the_rust_etcd_client_works_unchanged() {
             assert!(status.leader() != 0);
             let members = client.member_list().await.expect("member list");
             assert_eq!(members.members().len(), 3);
+            // As etcd: headers of responses about no one revision carry
+            // the current one.
+            assert_eq!(
+                members.header().expect("header").revision(),
+                client
+                    .get("app/c", None)
+                    .await
+                    .expect("get")
+                    .header()
+                    .expect("header")
+                    .revision()
+            );
             // Maintenance.Hash: every member's whole key space hashes the
             // same once all have applied the same log.
             let mut hashes = std::collections::BTreeSet::new();

@@ -167,6 +167,11 @@ impl NodeHandle {
         self.request_timeout
     }
 
+    /// The key space's current revision.
+    pub fn revision(&self) -> i64 {
+        self.kv.read().expect("key space lock poisoned").revision()
+    }
+
     /// The term this node is in.
     pub fn term(&self) -> u64 {
         self.term.load(Ordering::Relaxed)

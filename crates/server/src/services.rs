@@ -50,6 +50,12 @@ impl Services {
         }
     }
 
+    /// A header carrying the key space's current revision, as etcd fills
+    /// the headers of responses that are not about one revision.
+    fn current_header(&self) -> pb::ResponseHeader {
+        self.header(self.node.revision())
+    }
+
     fn check_size(&self, message: &impl prost::Message) -> Result<(), Status> {
         if message.encoded_len() > self.max_request_bytes {
             return Err(ServerError::RequestTooLarge.into());
@@ -110,7 +116,7 @@ impl Services {
         Resp: HasHeader,
     {
         match self.node.change_membership(request).await {
-            Ok(members) => Ok(Response::new(respond(members, self.header(0)))),
+            Ok(members) => Ok(Response::new(respond(members, self.current_header()))),
             Err(ServerError::NotLeader { leader }) if route == Route::MayForward => {
                 let client = self.leader_client(leader).await?;
                 let result = tokio::time::timeout(self.node.request_timeout(), forward(client))
@@ -558,7 +564,7 @@ impl maintenance_server::Maintenance for Services {
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
         self.node.defragment().await?;
         Ok(Response::new(pb::DefragmentResponse {
-            header: Some(self.header(0)),
+            header: Some(self.current_header()),
         }))
     }
 
@@ -619,7 +625,7 @@ impl maintenance_server::Maintenance for Services {
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
         self.node.move_leader(request.into_inner().target_id).await?;
         Ok(Response::new(pb::MoveLeaderResponse {
-            header: Some(self.header(0)),
+            header: Some(self.current_header()),
         }))
     }
 }
@@ -751,7 +757,7 @@ impl cluster_server::Cluster for Services {
     ) -> Result<Response<pb::MemberListResponse>, Status> {
         let members = self.node.members()?;
         Ok(Response::new(pb::MemberListResponse {
-            header: Some(self.header(0)),
+            header: Some(self.current_header()),
             members: self.members_pb(&members),
         }))
     }
