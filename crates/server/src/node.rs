@@ -206,12 +206,22 @@ impl NodeHandle {
     /// `NoLeader`, a key-space error, or a timeout.
     pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse, ServerError> {
         if !request.serializable {
-            self.ask(|reply| Input::Read { reply }).await??;
+            self.read_barrier().await?;
         }
         // The lock only pins a consistent view; the scan runs without it,
         // so a large range never holds up the node's applies.
         let reader = self.kv.read().expect("key space lock poisoned").reader()?;
         Ok(reader.range(&request)?)
+    }
+
+    /// Waits until this node has applied everything committed when it was
+    /// called, as the leader confirms it (ReadIndex): what is read after
+    /// is linearizable.
+    ///
+    /// # Errors
+    /// `NoLeader`, or a timeout.
+    pub async fn read_barrier(&self) -> Result<(), ServerError> {
+        self.ask(|reply| Input::Read { reply }).await?
     }
 
     pub async fn status(&self) -> Result<NodeStatus, ServerError> {

@@ -753,8 +753,12 @@ impl cluster_server::Cluster for Services {
 
     async fn member_list(
         &self,
-        _request: Request<pb::MemberListRequest>,
+        request: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
+        // etcd 3.5's clients may ask for a list no older than the request.
+        if request.into_inner().linearizable {
+            self.node.read_barrier().await?;
+        }
         let members = self.node.members()?;
         Ok(Response::new(pb::MemberListResponse {
             header: Some(self.current_header()),
