@@ -20,38 +20,27 @@ use raftwerk_kv::{
     RangeResponse,
 };
 use raftwerk_raft::{
-    ConfChange, ConfChangeError, ConfChangeOp, Config, Entry, EntryKind, LogStore, Message, NodeId, ProposeError, Raft,
-    ReadError, Ready, Role, Storage,
+    Config, EntryKind, LogStore, Message, NodeId, ProposeError, Raft, ReadError, Ready, Role, Storage,
 };
 use raftwerk_wal::{RealFs, Wal, WalOptions};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::errors::ServerError;
-use crate::identity::Identity;
-use crate::snapshot_io::{SnapshotReader, SnapshotWriter};
+use crate::snapshot_io::SnapshotReader;
 use crate::transport::{PeerDirectory, Transport};
+
+mod membership;
+mod snapshots;
+
+pub use membership::leave_cluster;
+use membership::{added_member, member_commands};
+use snapshots::{start_kv_flusher, SnapshotInProgress, KV_PERSIST_INTERVAL};
 
 /// Inputs queued for the node task; beyond this, clients get
 /// "too many requests" and peer messages are dropped (the core retries).
 const INPUT_QUEUE_MAX: usize = 4096;
 /// Inputs handled per wake-up before the Ready loop runs (batching).
 const INPUTS_PER_ROUND_MAX: usize = 1024;
-/// Snapshot bytes written per step: the node ticks, answers peers and
-/// serves clients between steps, so a large key space never holds up
-/// heartbeats.
-const SNAPSHOT_STEP_BYTES: u64 = 1 << 20;
-
-/// A snapshot of the key space being written into the WAL in steps.
-struct SnapshotInProgress {
-    meta: raftwerk_raft::SnapshotMeta,
-    source: raftwerk_kv::SnapshotSource,
-    offset: u64,
-    /// How long making the key space durable took, and the longest step
-    /// (reported when the snapshot is taken: both hold up the node).
-    persist_time: Duration,
-    longest_step: Duration,
-}
-
 /// Static facts about this node and its cluster (the member list itself
 /// changes, and lives in the key space).
 #[derive(Clone, Debug)]
@@ -617,160 +606,6 @@ impl Node {
         })
     }
 
-    /// Checks a membership request against the applied member list and
-    /// proposes it: additions, removals and promotions as configuration
-    /// changes of the core (a new member's record rides in the change's
-    /// context), URL updates as commands.
-    fn propose_membership(&mut self, request: MembershipRequest) -> Result<u64, ServerError> {
-        if self.raft.role() != Role::Leader {
-            return Err(not_leader(self.raft.leader()));
-        }
-        let members = self.kv.read().expect("key space lock poisoned").members()?;
-        let member = |id: NodeId| {
-            members
-                .iter()
-                .find(|member| member.id == id)
-                .ok_or(ServerError::Kv(KvError::MemberNotFound))
-        };
-        let used_elsewhere = |id: NodeId, peer_urls: &[String]| {
-            members
-                .iter()
-                .chain(self.pending_members.values())
-                .any(|member| member.id != id && member.peer_urls.iter().any(|url| peer_urls.contains(url)))
-        };
-        let change = match request {
-            MembershipRequest::Add { peer_urls, learner } => {
-                check_peer_urls(&peer_urls)?;
-                if used_elsewhere(0, &peer_urls) {
-                    return Err(ServerError::PeerUrlsExist);
-                }
-                let removed = self.kv.read().expect("key space lock poisoned").removed_members()?;
-                let id = new_member_id(self.membership.cluster_id, &peer_urls, &members, &removed);
-                let record = Member {
-                    id,
-                    peer_urls,
-                    is_learner: true,
-                    promote_when_caught_up: !learner,
-                    ..Member::default()
-                };
-                ConfChange {
-                    ops: vec![ConfChangeOp::AddLearner(id)],
-                    context: record.encode(),
-                }
-            }
-            MembershipRequest::Remove { id } => {
-                member(id)?;
-                ConfChange::new(vec![ConfChangeOp::Remove(id)])
-            }
-            MembershipRequest::Promote { id } => {
-                if !member(id)?.is_learner {
-                    return Err(ServerError::NotLearner);
-                }
-                ConfChange::new(vec![ConfChangeOp::AddVoter(id)])
-            }
-            MembershipRequest::Update { id, peer_urls } => {
-                check_peer_urls(&peer_urls)?;
-                member(id)?;
-                if used_elsewhere(id, &peer_urls) {
-                    return Err(ServerError::PeerUrlsExist);
-                }
-                return self.propose(&Command::Members(MemberChange::UpdatePeerUrls { id, peer_urls }));
-            }
-            MembershipRequest::Publish { id, name, client_urls } => {
-                Member {
-                    name: name.clone(),
-                    client_urls: client_urls.clone(),
-                    ..member(id)?.clone()
-                }
-                .validate()?;
-                return self.propose(&Command::Members(MemberChange::Publish { id, name, client_urls }));
-            }
-        };
-        self.raft.propose_conf_change(change).map_err(|error| match error {
-            ConfChangeError::NotLeader { leader_hint } => not_leader(leader_hint),
-            ConfChangeError::LearnerNotCaughtUp { .. } => ServerError::LearnerNotReady,
-            ConfChangeError::AlreadyVoter(_) => ServerError::NotLearner,
-            ConfChangeError::UnknownNode(_) => ServerError::Kv(KvError::MemberNotFound),
-            other => ServerError::MembershipRefused(other.to_string()),
-        })
-    }
-
-    /// The leader promotes learners that were added as voters once their
-    /// log has caught up (the core refuses them before), checking about
-    /// once per election timeout.
-    fn promote_caught_up_learners(&mut self) {
-        self.promote_elapsed += 1;
-        if self.promote_elapsed < self.options.election_ticks || self.raft.role() != Role::Leader {
-            return;
-        }
-        self.promote_elapsed = 0;
-        let Ok(members) = self.kv.read().expect("key space lock poisoned").members() else {
-            return;
-        };
-        for member in members
-            .iter()
-            .filter(|member| member.is_learner && member.promote_when_caught_up)
-        {
-            if !self.raft.configuration().is_learner(member.id) {
-                continue;
-            }
-            match self
-                .raft
-                .propose_conf_change(ConfChange::new(vec![ConfChangeOp::AddVoter(member.id)]))
-            {
-                Ok(index) => {
-                    tracing::info!(name = %self.membership.name, member = format_args!("{:x}", member.id), index, "promoting a caught-up learner to voter");
-                    return;
-                }
-                Err(error) => {
-                    tracing::debug!(member = format_args!("{:x}", member.id), %error, "learner not promoted yet");
-                }
-            }
-        }
-    }
-
-    /// Points the transport at every member: the applied list plus members
-    /// added by changes still in the log; forgets removed ones.
-    fn sync_peers(&mut self) -> Result<(), KvError> {
-        let applied = self.raft.applied_index();
-        self.pending_members = self.pending_members.split_off(&(applied + 1));
-        let kv = self.kv.read().expect("key space lock poisoned");
-        let (members, removed) = (kv.members()?, kv.removed_members()?);
-        drop(kv);
-        *self.removed.write().expect("removed set lock poisoned") = removed.iter().copied().collect();
-        let mut wanted: BTreeMap<NodeId, Vec<String>> = members
-            .into_iter()
-            .map(|member| (member.id, member.peer_urls))
-            .collect();
-        for member in self.pending_members.values() {
-            wanted.insert(member.id, member.peer_urls.clone());
-        }
-        // A joined node that has not caught up reaches the members it was
-        // told of (its own list still describes an older cluster).
-        if applied < self.membership.seed_index {
-            for member in &self.membership.seed {
-                if !removed.contains(&member.id) {
-                    wanted.insert(member.id, member.peer_urls.clone());
-                }
-            }
-        }
-        let gone: Vec<NodeId> = {
-            let mut directory = self.directory.write().expect("peer directory lock poisoned");
-            let gone = directory
-                .keys()
-                .filter(|id| !wanted.contains_key(id))
-                .copied()
-                .collect();
-            *directory = wanted;
-            gone
-        };
-        for id in gone {
-            self.transport.disconnect(id);
-        }
-        self.transport.connect_all();
-        Ok(())
-    }
-
     /// One ready: persist, send, apply, answer.
     fn process(&mut self, mut ready: Ready) {
         let stepped_down = ready.soft_state.is_some_and(|soft| soft.role != Role::Leader);
@@ -981,147 +816,11 @@ impl Node {
             let _ = reply.send(result);
         }
     }
-
-    /// Starts a snapshot of the key space as applied through `applied`.
-    fn start_snapshot(&mut self, applied: u64) -> Result<(), String> {
-        let meta = self.raft.snapshot_meta(applied).map_err(|error| error.to_string())?;
-        let mut kv = self.kv.write().expect("key space lock poisoned");
-        // Bound what a restart must replay: the key space is made durable
-        // as often as snapshots are taken.
-        let started = std::time::Instant::now();
-        kv.persist().map_err(|error| error.to_string())?;
-        let persist_time = started.elapsed();
-        let source = kv.snapshot_source().map_err(|error| error.to_string())?;
-        drop(kv);
-        self.snapshotting = Some(SnapshotInProgress {
-            meta,
-            source,
-            offset: 0,
-            persist_time,
-            longest_step: Duration::ZERO,
-        });
-        Ok(())
-    }
-
-    /// Writes the next part of the snapshot in progress; once all of it is
-    /// written, records it and compacts the log.
-    fn step_snapshot(&mut self) {
-        let Some(mut progress) = self.snapshotting.take() else {
-            return;
-        };
-        match self.write_snapshot_step(&mut progress) {
-            Ok(false) => self.snapshotting = Some(progress),
-            Ok(true) => {}
-            Err(error) => {
-                tracing::warn!(name = %self.membership.name, %error, "snapshot failed; will retry");
-            }
-        }
-    }
-
-    /// Returns whether the snapshot is complete.
-    fn write_snapshot_step(&mut self, progress: &mut SnapshotInProgress) -> Result<bool, String> {
-        let (index, term) = (progress.meta.index, progress.meta.term);
-        let started = std::time::Instant::now();
-        let mut writer = SnapshotWriter::new(self.raft.storage_mut(), index, term, progress.offset);
-        let done = progress
-            .source
-            .write_some(&mut writer, SNAPSHOT_STEP_BYTES)
-            .map_err(|error| error.to_string())?;
-        progress.offset = writer.finish().map_err(|error| error.to_string())?;
-        progress.longest_step = progress.longest_step.max(started.elapsed());
-        if !done {
-            return Ok(false);
-        }
-        let in_use = self.raft.snapshots_in_use();
-        let wal = self.raft.storage_mut();
-        wal.save_snapshot(&progress.meta)
-            .and_then(|()| wal.retain_snapshots(&in_use))
-            .map_err(|error| error.to_string())?;
-        let compact_index = self.raft.compact_index();
-        if compact_index >= self.raft.storage().first_index() {
-            self.raft
-                .storage_mut()
-                .compact_to(compact_index)
-                .map_err(|error| error.to_string())?;
-        }
-        self.last_snapshot_index = index;
-        tracing::info!(
-            name = %self.membership.name,
-            index,
-            bytes = progress.offset,
-            compacted = compact_index,
-            persist_ms = progress.persist_time.as_millis() as u64,
-            longest_step_ms = progress.longest_step.as_millis() as u64,
-            "snapshot taken"
-        );
-        Ok(true)
-    }
 }
 
 /// How long Defragment waits for reads in progress (a backup being
 /// streamed) to end.
 const DEFRAGMENT_WAIT_MAX: Duration = Duration::from_secs(30);
-
-/// How often the key space is made durable, at most: each time is quick,
-/// as little has piled up since the last (etcd commits its backend every
-/// 100 ms for the same reason).
-const KV_PERSIST_INTERVAL: Duration = Duration::from_secs(1);
-
-/// How often the key space's file is flushed in the background.
-const KV_FLUSH_INTERVAL: Duration = Duration::from_millis(500);
-
-/// The key space commits without syncing (the WAL replays what a crash
-/// loses), so its dirty pages pile up in the page cache — gigabytes on a
-/// large machine — and the sync that makes it durable at each snapshot
-/// would write them all while the node waits (an election, measured).
-/// A background thread syncs the file on its own descriptor every
-/// `KV_FLUSH_INTERVAL`, so that sync finds little left to write. Syncing
-/// more than redb asks is always safe: its crash safety never depends on
-/// written pages staying unwritten.
-fn start_kv_flusher(path: &std::path::Path, alive: std::sync::Weak<()>) {
-    let Ok(file) = std::fs::File::open(path) else {
-        return;
-    };
-    let spawned = std::thread::Builder::new()
-        .name("kv-flusher".to_string())
-        .spawn(move || {
-            while alive.upgrade().is_some() {
-                std::thread::sleep(KV_FLUSH_INTERVAL);
-                if let Err(error) = file.sync_data() {
-                    tracing::warn!(%error, "background flush of the key space failed");
-                }
-            }
-        });
-    if let Err(error) = spawned {
-        tracing::warn!(%error, "the key-space flusher did not start");
-    }
-}
-
-/// This member was removed from the cluster (it applied its removal, or a
-/// member told it): it records that in its identity, so its data directory
-/// cannot rejoin, and stops after a moment for a client that asked for the
-/// removal to get its answer.
-pub fn leave_cluster(data_dir: &std::path::Path, name: &str) {
-    static LEAVING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if LEAVING.swap(true, Ordering::SeqCst) {
-        return;
-    }
-    tracing::warn!(name, "this member was removed from the cluster; stopping");
-    match Identity::load(data_dir) {
-        Ok(Some(mut identity)) => {
-            identity.removed = true;
-            if let Err(error) = identity.store(data_dir) {
-                tracing::error!(%error, "recording the removal failed");
-            }
-        }
-        Ok(None) => {}
-        Err(error) => tracing::error!(%error, "recording the removal failed"),
-    }
-    tokio::spawn(async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        std::process::exit(0);
-    });
-}
 
 fn not_leader(leader: NodeId) -> ServerError {
     if leader == 0 {
@@ -1129,79 +828,6 @@ fn not_leader(leader: NodeId) -> ServerError {
     } else {
         ServerError::NotLeader { leader }
     }
-}
-
-/// The member a configuration-change entry adds, from its context.
-fn added_member(entry: &Entry) -> Option<Member> {
-    if entry.kind != EntryKind::ConfChange {
-        return None;
-    }
-    let change = ConfChange::decode(&entry.data).ok()?;
-    let member = Member::decode(&change.context).ok()?;
-    change
-        .ops
-        .iter()
-        .any(|op| matches!(op, ConfChangeOp::AddLearner(id) | ConfChangeOp::AddVoter(id) if *id == member.id))
-        .then_some(member)
-}
-
-/// What a configuration-change entry does to the member list.
-fn member_commands(entry: &Entry) -> Vec<Command> {
-    let Ok(change) = ConfChange::decode(&entry.data) else {
-        tracing::warn!(index = entry.index, "skipping an undecodable configuration change");
-        return Vec::new();
-    };
-    let record = Member::decode(&change.context).ok();
-    change
-        .ops
-        .iter()
-        .filter_map(|op| match *op {
-            ConfChangeOp::AddLearner(id) | ConfChangeOp::AddVoter(id) => match &record {
-                Some(member) if member.id == id => Some(MemberChange::Add(Member {
-                    is_learner: matches!(op, ConfChangeOp::AddLearner(_)),
-                    ..member.clone()
-                })),
-                _ if matches!(op, ConfChangeOp::AddVoter(_)) => Some(MemberChange::Promote { id }),
-                _ => None,
-            },
-            ConfChangeOp::Remove(id) => Some(MemberChange::Remove { id }),
-        })
-        .map(Command::Members)
-        .collect()
-}
-
-/// Peer URLs must be http URLs with a host and port (TLS is not supported
-/// yet), and few and short enough to store.
-fn check_peer_urls(peer_urls: &[String]) -> Result<(), ServerError> {
-    if peer_urls.is_empty() || peer_urls.len() > raftwerk_kv::members::PEER_URLS_MAX {
-        return Err(ServerError::BadPeerUrls(format!(
-            "between 1 and {} peer URLs are needed",
-            raftwerk_kv::members::PEER_URLS_MAX
-        )));
-    }
-    for url in peer_urls {
-        if url.len() > raftwerk_kv::members::URL_BYTES_MAX {
-            return Err(ServerError::BadPeerUrls(format!("{url:?} is too long")));
-        }
-        // Parsed, not resolved: a member may be added by a name that
-        // resolves only once it runs (as etcd allows).
-        crate::config::check_url(url).map_err(ServerError::BadPeerUrls)?;
-    }
-    Ok(())
-}
-
-/// A fresh member id: derived from the cluster, the URLs and the time (as
-/// etcd's), never 0 nor one in use.
-#[allow(clippy::disallowed_methods)]
-fn new_member_id(cluster_id: u64, peer_urls: &[String], members: &[Member], removed: &[NodeId]) -> NodeId {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
-    let mut id = crate::config::fnv(&[&format!("{cluster_id:x}"), &peer_urls.join(","), &now.to_string()]);
-    while id == 0 || members.iter().any(|member| member.id == id) || removed.contains(&id) {
-        id = id.wrapping_add(1);
-    }
-    id
 }
 
 /// The first request id of this run: ids of reads forwarded to the leader
