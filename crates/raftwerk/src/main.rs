@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use raftwerk_server::config::parse_initial_cluster;
 use raftwerk_server::ServerConfig;
 
@@ -157,7 +158,28 @@ fn split(list: &str) -> Vec<String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    // A member's flags (shared with `snapshot restore`) mean nothing to the
+    // tools: refuse them rather than ignore them.
+    if let Some(tool @ ("playground" | "bench")) = matches.subcommand_name() {
+        let member_flags = [
+            "name",
+            "data_dir",
+            "initial_cluster",
+            "initial_cluster_token",
+            "initial_advertise_peer_urls",
+        ];
+        if let Some(flag) = member_flags
+            .iter()
+            .find(|flag| matches.value_source(flag) == Some(ValueSource::CommandLine))
+        {
+            return usage_error(&format!(
+                "--{} does not apply to `raftwerk {tool}`",
+                flag.replace('_', "-")
+            ));
+        }
+    }
     let level = match cli.log_level {
         LogLevel::Debug => tracing::Level::DEBUG,
         LogLevel::Info => tracing::Level::INFO,

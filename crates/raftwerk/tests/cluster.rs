@@ -231,6 +231,21 @@ fn wrong_flags_exit_with_code_2_and_a_clear_message() {
     let bad_timeout = run(&["--heartbeat-interval", "100", "--election-timeout", "200"]);
     assert_eq!(bad_timeout.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad_timeout.stderr).contains("--election-timeout"));
+    // A member's flags given to a tool are refused, not ignored.
+    let misplaced = run(&["playground", "--name", "x"]);
+    assert_eq!(misplaced.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&misplaced.stderr).contains("does not apply"));
+    // A restore with flags that conflict is a usage error too.
+    let restore = run(&[
+        "snapshot",
+        "restore",
+        "backup.db",
+        "--name",
+        "a",
+        "--initial-cluster",
+        "b=http://127.0.0.1:1",
+    ]);
+    assert_eq!(restore.status.code(), Some(2));
 }
 
 #[test]
