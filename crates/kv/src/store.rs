@@ -34,6 +34,8 @@ const MEMBERS: TableDefinition<u64, &[u8]> = TableDefinition::new("members");
 const META_APPLIED: &str = "applied_index";
 const META_REVISION: &str = "revision";
 const META_COMPACT: &str = "compact_revision";
+/// The compaction revision of a key space never compacted (etcd's value).
+pub const NEVER_COMPACTED: i64 = -1;
 /// Version 2 added the member list after the header; version 3 ends the
 /// rows with `END_OF_ROWS` and their count, so a cut snapshot is refused.
 const SNAPSHOT_MAGIC: &[u8; 8] = b"RWKVSNP3";
@@ -400,11 +402,16 @@ impl KvStore {
         txn.commit()?;
         let txn = db.begin_read()?;
         let meta = txn.open_table(META)?;
-        let read = |name: &str| -> Result<u64, KvError> { Ok(meta.get(name)?.map_or(0, |value| value.value())) };
+        let read = |name: &str, fresh: u64| -> Result<u64, KvError> {
+            Ok(meta.get(name)?.map_or(fresh, |value| value.value()))
+        };
+        // As etcd: a key space never compacted reports -1. (Unlike etcd,
+        // an empty key space is at revision 0, not 1: every revision is one
+        // lower than etcd's.)
         let (applied_index, revision, compact_revision) = (
-            read(META_APPLIED)?,
-            read(META_REVISION)? as i64,
-            read(META_COMPACT)? as i64,
+            read(META_APPLIED, 0)?,
+            read(META_REVISION, 0)? as i64,
+            read(META_COMPACT, NEVER_COMPACTED as u64)? as i64,
         );
         drop(meta);
         drop(txn);
@@ -1115,11 +1122,13 @@ pub fn check_txn_keys(txn: &TxnRequest) -> Result<(), KvError> {
             }
         }
         for (key, range_end) in deletes {
+            // As etcd: a from-key delete (`range_end` "\0") is taken for an
+            // empty interval and conflicts with no put.
             let covers = |put: &&[u8]| {
                 if range_end.is_empty() {
                     *put == key
                 } else {
-                    *put >= key && (range_end == [0] || *put < range_end)
+                    range_end != [0] && *put >= key && *put < range_end
                 }
             };
             if puts.iter().any(covers) {

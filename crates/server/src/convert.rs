@@ -149,12 +149,17 @@ fn compare(compare: pb::Compare) -> kv::Compare {
 }
 
 pub fn txn_response(response: kv::TxnResponse, header: pb::ResponseHeader) -> pb::TxnResponse {
-    let inner = pb::ResponseHeader {
+    let outer = pb::ResponseHeader {
         revision: response.revision,
         ..header
     };
+    // As etcd: the responses inside a transaction carry only the revision.
+    let inner = pb::ResponseHeader {
+        revision: response.revision,
+        ..pb::ResponseHeader::default()
+    };
     pb::TxnResponse {
-        header: Some(inner),
+        header: Some(outer),
         succeeded: response.succeeded,
         responses: response
             .responses

@@ -32,6 +32,12 @@ pub enum ServerError {
     BadPeerUrls(String),
     #[error("etcdserver: can only promote a learner member")]
     NotLearner,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyTxnOps,
     #[error("etcdserver: can only promote a learner member which is in sync with leader")]
     LearnerNotReady,
     /// The consensus core refused a membership change (one at a time, no
@@ -63,7 +69,10 @@ impl From<ServerError> for Status {
             ServerError::Kv(KvError::InvalidMember(_)) => Code::InvalidArgument,
             ServerError::Kv(KvError::ReadsInProgress) => Code::Unavailable,
             ServerError::BadPeerUrls(_) => Code::InvalidArgument,
+            ServerError::TooManyTxnOps => Code::InvalidArgument,
             ServerError::PeerUrlsExist
+            | ServerError::BadLeaderTransferee
+            | ServerError::TooManyLearners
             | ServerError::NotLearner
             | ServerError::LearnerNotReady
             | ServerError::MembershipRefused(_) => Code::FailedPrecondition,

@@ -570,12 +570,16 @@ impl Node {
                 });
             }
             Input::MoveLeader { target, reply } => {
-                let result = self.raft.transfer_leadership(target).map_err(|error| match error {
-                    raftwerk_raft::TransferError::NotLeader { leader_hint } => {
-                        ServerError::NotLeader { leader: leader_hint }
+                let result = match self.raft.transfer_leadership(target) {
+                    Ok(()) => Ok(()),
+                    // As etcd: moving the leadership to the leader is done.
+                    Err(raftwerk_raft::TransferError::AlreadyLeader(_)) => Ok(()),
+                    Err(raftwerk_raft::TransferError::NotLeader { leader_hint }) => {
+                        Err(ServerError::NotLeader { leader: leader_hint })
                     }
-                    other => ServerError::Internal(format!("etcdserver: {other}")),
-                });
+                    Err(raftwerk_raft::TransferError::NotAVoter(_)) => Err(ServerError::BadLeaderTransferee),
+                    Err(other) => Err(ServerError::Internal(format!("etcdserver: {other}"))),
+                };
                 let _ = reply.send(result);
             }
             Input::Defragment { reply } => {

@@ -220,7 +220,17 @@ fn require_key(key: &[u8]) -> Result<(), Status> {
     Ok(())
 }
 
+/// Operations a transaction (and each nested one) may have per list
+/// (etcd's default --max-txn-ops).
+const TXN_OPS_MAX: usize = 128;
+
 fn check_txn_ops(txn: &raftwerk_kv::TxnRequest) -> Result<(), Status> {
+    if [txn.compare.len(), txn.success.len(), txn.failure.len()]
+        .iter()
+        .any(|count| *count > TXN_OPS_MAX)
+    {
+        return Err(ServerError::TooManyTxnOps.into());
+    }
     for compare in &txn.compare {
         require_key(&compare.key)?;
     }

@@ -13,6 +13,9 @@ use super::{not_leader, MembershipRequest, Node};
 use crate::errors::ServerError;
 use crate::identity::Identity;
 
+/// Learners that may be asked for at once (etcd's default).
+const LEARNERS_MAX: usize = 1;
+
 impl Node {
     /// Checks a membership request against the applied member list and
     /// proposes it: additions, removals and promotions as configuration
@@ -38,6 +41,17 @@ impl Node {
         let change = match request {
             MembershipRequest::Add { peer_urls, learner } => {
                 check_peer_urls(&peer_urls)?;
+                // As etcd (its default --experimental-max-learners is 1):
+                // one learner asked for at a time. Members added as voters
+                // and still catching up do not count.
+                let learners = members
+                    .iter()
+                    .chain(self.pending_members.values())
+                    .filter(|member| member.is_learner && !member.promote_when_caught_up)
+                    .count();
+                if learner && learners >= LEARNERS_MAX {
+                    return Err(ServerError::TooManyLearners);
+                }
                 if used_elsewhere(0, &peer_urls) {
                     return Err(ServerError::PeerUrlsExist);
                 }
