@@ -406,26 +406,6 @@ fn defragment_gives_freed_space_back_and_keeps_the_data() {
     assert_eq!(ok(&endpoint, &["get", "big", "--prefix", "--keys-only"]).trim(), "");
 }
 
-/// `raftwerk snapshot restore FILE` as member `at` of `cluster` (its name,
-/// data directory, peer URL, and the cluster's `--initial-cluster` and
-/// token).
-fn restore(cluster: &Cluster, at: usize, file: &Path) -> std::process::Output {
-    let node = &cluster.nodes[at];
-    Command::new("timeout")
-        .arg("20")
-        .arg(env!("CARGO_BIN_EXE_raftwerk"))
-        .args(["snapshot", "restore"])
-        .arg(file)
-        .args(["--name", &node.name])
-        .arg("--data-dir")
-        .arg(&node.data_dir)
-        .args(["--initial-cluster", &cluster.initial_cluster])
-        .args(["--initial-cluster-token", &cluster.token])
-        .args(["--initial-advertise-peer-urls", &cluster.peer_url(at)])
-        .output()
-        .expect("run raftwerk snapshot restore")
-}
-
 #[test]
 fn a_backup_saved_with_etcdctl_restores_a_new_cluster_with_its_history() {
     let mut target = Cluster::prepare(3, "backup-target", FLAGS);

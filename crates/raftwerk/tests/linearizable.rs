@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::history::{check, Kind, Op, Outcome};
+use common::history::{check, got, op, put, Kind, Op, Outcome};
 use common::{Cluster, WAIT_MAX};
 
 const FLAGS: &[&str] = &[
@@ -21,30 +21,6 @@ const KEYS: usize = 3;
 const CLIENTS: usize = 6;
 const RUN: Duration = Duration::from_secs(12);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-
-fn op(key: &str, kind: Kind, invoked_ms: u64, completed_ms: u64, outcome: Outcome, base: Instant) -> Op {
-    Op {
-        client: 0,
-        key: key.to_string(),
-        kind,
-        invoked: base + Duration::from_millis(invoked_ms),
-        completed: base + Duration::from_millis(completed_ms),
-        outcome,
-    }
-}
-
-fn put(value: &str) -> Kind {
-    Kind::Put {
-        value: value.to_string(),
-    }
-}
-
-fn got(revision: i64, found: Option<(&str, i64)>) -> Outcome {
-    Outcome::Get {
-        revision,
-        found: found.map(|(value, at)| (value.to_string(), at)),
-    }
-}
 
 #[test]
 fn the_checker_finds_stale_reads_lost_writes_phantoms_and_time_travel() {

@@ -7,29 +7,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::history::{check, Kind, Op, Outcome};
+use common::history::{check, got, op, put, Kind, Outcome};
 use common::*;
-
-/// `raftwerk snapshot restore FILE` as member `at` of `cluster`.
-fn restore(cluster: &Cluster, at: usize, file: &Path) -> std::process::Output {
-    let node = &cluster.nodes[at];
-    Command::new("timeout")
-        .arg("20")
-        .arg(env!("CARGO_BIN_EXE_raftwerk"))
-        .args(["snapshot", "restore"])
-        .arg(file)
-        .args(["--name", &node.name])
-        .arg("--data-dir")
-        .arg(&node.data_dir)
-        .args(["--initial-cluster", &cluster.initial_cluster])
-        .args(["--initial-cluster-token", &cluster.token])
-        .args(["--initial-advertise-peer-urls", &cluster.peer_url(at)])
-        .output()
-        .expect("run raftwerk snapshot restore")
-}
 
 /// `etcdctl snapshot save` from `endpoint` into `file`.
 fn save(endpoint: &str, file: &Path) {
@@ -245,30 +226,6 @@ fn defragment_works_while_a_backup_is_streaming() {
         result
     });
     assert!(result.is_ok(), "defragment during a backup: {result:?}");
-}
-
-fn op(key: &str, kind: Kind, invoked_ms: u64, completed_ms: u64, outcome: Outcome, base: Instant) -> Op {
-    Op {
-        client: 0,
-        key: key.to_string(),
-        kind,
-        invoked: base + Duration::from_millis(invoked_ms),
-        completed: base + Duration::from_millis(completed_ms),
-        outcome,
-    }
-}
-
-fn put(value: &str) -> Kind {
-    Kind::Put {
-        value: value.to_string(),
-    }
-}
-
-fn got(revision: i64, found: Option<(&str, i64)>) -> Outcome {
-    Outcome::Get {
-        revision,
-        found: found.map(|(value, at)| (value.to_string(), at)),
-    }
 }
 
 /// BUG (checker, `tests/common/history.rs`: "no stale reads"): the stale

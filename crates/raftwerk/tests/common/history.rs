@@ -163,3 +163,31 @@ pub fn check(ops: &[Op]) -> Vec<String> {
     }
     violations
 }
+
+/// A hand-written operation for the checker's own tests: times are
+/// milliseconds after `base`.
+pub fn op(key: &str, kind: Kind, invoked_ms: u64, completed_ms: u64, outcome: Outcome, base: Instant) -> Op {
+    Op {
+        client: 0,
+        key: key.to_string(),
+        kind,
+        invoked: base + std::time::Duration::from_millis(invoked_ms),
+        completed: base + std::time::Duration::from_millis(completed_ms),
+        outcome,
+    }
+}
+
+pub fn put(value: &str) -> Kind {
+    Kind::Put {
+        value: value.to_string(),
+    }
+}
+
+/// A get's outcome: served at `revision`, seeing `found` (value, mod
+/// revision).
+pub fn got(revision: i64, found: Option<(&str, i64)>) -> Outcome {
+    Outcome::Get {
+        revision,
+        found: found.map(|(value, at)| (value.to_string(), at)),
+    }
+}

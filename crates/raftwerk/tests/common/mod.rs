@@ -404,3 +404,23 @@ pub fn sees(cluster: &mut Cluster, at: usize, key: &str, value: &str, within: Du
     }
     false
 }
+
+/// `raftwerk snapshot restore FILE` as member `at` of `cluster` (its name,
+/// data directory, peer URL, and the cluster's `--initial-cluster` and
+/// token).
+pub fn restore(cluster: &Cluster, at: usize, file: &std::path::Path) -> std::process::Output {
+    let node = &cluster.nodes[at];
+    Command::new("timeout")
+        .arg("20")
+        .arg(env!("CARGO_BIN_EXE_raftwerk"))
+        .args(["snapshot", "restore"])
+        .arg(file)
+        .args(["--name", &node.name])
+        .arg("--data-dir")
+        .arg(&node.data_dir)
+        .args(["--initial-cluster", &cluster.initial_cluster])
+        .args(["--initial-cluster-token", &cluster.token])
+        .args(["--initial-advertise-peer-urls", &cluster.peer_url(at)])
+        .output()
+        .expect("run raftwerk snapshot restore")
+}
